@@ -1,0 +1,69 @@
+"""Saving figures: every figure is a plot of a tidy table, saved next to it as CSV.
+
+``save_figure`` writes ``<name>.html`` (interactive), ``<name>.png`` (static, through
+kaleido and a Chromium) and ``<name>.csv`` (the table it plots), plus SVG/PDF on request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+STATIC_FORMATS = ("png", "svg", "pdf")
+
+
+def figure_dir(default: str | os.PathLike = "figures") -> Path:
+    """The output folder: ``$MRL_FIGURES_DIR`` if set (the batch runner sets it)."""
+    return Path(os.environ.get("MRL_FIGURES_DIR", default))
+
+
+def _ensure_browser() -> None:
+    # kaleido >= 1 drives a Chromium; Debian installs it at /usr/bin/chromium, which
+    # kaleido's own lookup (choreographer) does not always find on its own.
+    if "BROWSER_PATH" not in os.environ:
+        for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+            if Path(candidate).exists():
+                os.environ["BROWSER_PATH"] = candidate
+                break
+
+
+def save_figure(
+    fig: go.Figure,
+    table: pd.DataFrame | None,
+    name: str,
+    out_dir: str | os.PathLike | None = None,
+    formats: Iterable[str] = ("html", "png"),
+    scale: float = 2.0,
+) -> dict[str, Path]:
+    """Write ``fig`` (and ``table`` as CSV) under ``out_dir``; return the paths written.
+
+    Files are written to a temporary name and renamed, so an interrupted export never
+    leaves a half-written figure behind under the real name.
+    """
+    out = Path(out_dir) if out_dir is not None else figure_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for fmt in formats:
+        fmt = fmt.lower()
+        path = out / f"{name}.{fmt}"
+        tmp = out / f".{name}.tmp.{fmt}"
+        if fmt == "html":
+            fig.write_html(tmp, include_plotlyjs="cdn")
+        elif fmt in STATIC_FORMATS:
+            _ensure_browser()
+            fig.write_image(tmp, format=fmt, scale=scale)
+        else:
+            raise ValueError(f"unknown figure format {fmt!r}: use html, png, svg or pdf")
+        os.replace(tmp, path)
+        written[fmt] = path
+    if table is not None:
+        path = out / f"{name}.csv"
+        tmp = out / f".{name}.tmp.csv"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        written["csv"] = path
+    return written
