@@ -1,0 +1,90 @@
+"""The ``mrl-analysis`` command: train, embed, run notebooks, or the whole demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def _parse_value(text: str):
+    """``key=value`` values are YAML scalars/lists: ``nesting=[1,2,4]``, ``epochs=3``."""
+    return yaml.safe_load(text)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mrl_analysis.training import TrainConfig, train
+
+    values = {}
+    if args.config:
+        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    for key in ("dataset", "arch", "kind", "nesting", "ff_dim", "epochs", "batch_size", "lr",
+                "seed", "device", "data_root", "stem", "max_train_samples", "classes"):
+        value = getattr(args, key, None)
+        if value is not None:
+            values[key] = value
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        values[key.replace("-", "_")] = _parse_value(raw)
+    cfg = TrainConfig.from_dict(values)
+    out = train(cfg, args.output, resume=args.resume, progress=not args.quiet)
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mrl_analysis import demo
+
+    t0 = time.perf_counter()
+    return demo.run_demo(epochs=args.epochs, only=args.only, started=t0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrl-analysis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an MRL / MRL-E / FF-k model")
+    p.add_argument("--output", "-o", required=True, help="checkpoint path (.pt)")
+    p.add_argument("--config", help="YAML file of TrainConfig fields")
+    p.add_argument("--dataset")
+    p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50")
+    p.add_argument("--kind", choices=["mrl", "mrl-e", "ff"])
+    p.add_argument("--nesting", type=lambda s: [int(v) for v in s.split(",")],
+                   help="comma-separated sizes, e.g. 1,2,4,8")
+    p.add_argument("--ff-dim", dest="ff_dim", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--stem", choices=["imagenet", "small"])
+    p.add_argument("--max-train-samples", dest="max_train_samples", type=int)
+    p.add_argument("--classes", type=lambda s: s.split(","), help="comma-separated class subset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="train the default models, embed, run the default batch")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--only", nargs="*", help="only these demo models")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"mrl-analysis {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
