@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,8 +21,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     values = {}
     if args.config:
         values.update(yaml.safe_load(Path(args.config).read_text()) or {})
-    for key in ("dataset", "arch", "kind", "nesting", "ff_dim", "epochs", "batch_size", "lr",
-                "seed", "device", "data_root", "stem", "max_train_samples", "classes"):
+    for key in (
+        "dataset",
+        "arch",
+        "kind",
+        "nesting",
+        "ff_dim",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "device",
+        "data_root",
+        "stem",
+        "max_train_samples",
+        "classes",
+    ):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
@@ -34,6 +47,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train(cfg, args.output, resume=args.resume, progress=not args.quiet)
     print(f"checkpoint: {out}")
     return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from mrl_analysis.experiment import build_caches
+
+    models = dict(item.partition("=")[::2] for item in args.model)
+    caches = build_caches(
+        models,
+        args.dataset,
+        args.split,
+        cache_root=args.cache_root,
+        data_root=args.data_root,
+        batch_size=args.batch_size,
+    )
+    for name, per_split in caches.items():
+        for split, cache in per_split.items():
+            print(f"{name} {split}: {cache.path} ({cache.num_samples} samples)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mrl_analysis.runner import print_summary, run_batch
+
+    summary = run_batch(
+        args.batch, only=args.only or None, runs_dir=args.runs_dir, figures_dir=args.figures_dir
+    )
+    print_summary(summary)
+    return 1 if (summary["status"] != "ok").any() else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -53,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset")
     p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50")
     p.add_argument("--kind", choices=["mrl", "mrl-e", "ff"])
-    p.add_argument("--nesting", type=lambda s: [int(v) for v in s.split(",")],
-                   help="comma-separated sizes, e.g. 1,2,4,8")
+    p.add_argument(
+        "--nesting",
+        type=lambda s: [int(v) for v in s.split(",")],
+        help="comma-separated sizes, e.g. 1,2,4,8",
+    )
     p.add_argument("--ff-dim", dest="ff_dim", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -65,10 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", choices=["imagenet", "small"])
     p.add_argument("--max-train-samples", dest="max_train_samples", type=int)
     p.add_argument("--classes", type=lambda s: s.split(","), help="comma-separated class subset")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig field"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="cache features and logits of checkpoints on a dataset")
+    p.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        required=True,
+        metavar="NAME=CHECKPOINT",
+        help="a named checkpoint; repeat for several",
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", nargs="+", default=["train", "test"])
+    p.add_argument("--cache-root", dest="cache_root", default="data/cache")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("run", help="run notebooks headless (papermill) from a batch file")
+    p.add_argument("batch", nargs="?", help="batch YAML (default: the demo batch)")
+    p.add_argument("--only", nargs="*", help="only these entries of the batch")
+    p.add_argument("--runs-dir", dest="runs_dir")
+    p.add_argument("--figures-dir", dest="figures_dir")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="train the default models, embed, run the default batch")
     p.add_argument("--epochs", type=int, default=2)

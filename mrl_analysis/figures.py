@@ -36,19 +36,24 @@ def save_figure(
     table: pd.DataFrame | None,
     name: str,
     out_dir: str | os.PathLike | None = None,
-    formats: Iterable[str] = ("html", "png"),
+    formats: Iterable[str] | None = None,
     scale: float = 2.0,
 ) -> dict[str, Path]:
     """Write ``fig`` (and ``table`` as CSV) under ``out_dir``; return the paths written.
+
+    ``formats`` defaults to ``$MRL_FIGURE_FORMATS`` (comma-separated; the batch runner
+    sets it from a batch's ``figure_formats``), else HTML + PNG.
 
     Files are written to a temporary name and renamed, so an interrupted export never
     leaves a half-written figure behind under the real name.
     """
     out = Path(out_dir) if out_dir is not None else figure_dir()
     out.mkdir(parents=True, exist_ok=True)
+    if formats is None:
+        formats = os.environ.get("MRL_FIGURE_FORMATS", "html,png").split(",")
     written: dict[str, Path] = {}
     for fmt in formats:
-        fmt = fmt.lower()
+        fmt = fmt.strip().lower()
         path = out / f"{name}.{fmt}"
         tmp = out / f".{name}.tmp.{fmt}"
         if fmt == "html":

@@ -78,8 +78,8 @@ def library_versions() -> dict[str, str]:
 
     return {
         "mrl_analysis": mrl_analysis.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
@@ -111,7 +111,9 @@ def evaluate(
         logits = model(x.to(device))
         correct += (logits.argmax(-1).cpu() == y.unsqueeze(0)).sum(dim=1)
         total += len(y)
-    return {m: 100.0 * c / max(total, 1) for m, c in zip(model.nesting, correct.tolist(), strict=True)}
+    return {
+        m: 100.0 * c / max(total, 1) for m, c in zip(model.nesting, correct.tolist(), strict=True)
+    }
 
 
 def train(

@@ -94,8 +94,6 @@ def test_matryoshka_loss_weights_sizes():
     per_size = torch.stack([F.cross_entropy(logits[g], y) for g in range(3)])
     torch.testing.assert_close(MatryoshkaCELoss()(logits, y), per_size.sum())
     c = [0.5, 1.0, 2.0]
-    torch.testing.assert_close(
-        MatryoshkaCELoss(c)(logits, y), (torch.tensor(c) * per_size).sum()
-    )
+    torch.testing.assert_close(MatryoshkaCELoss(c)(logits, y), (torch.tensor(c) * per_size).sum())
     with pytest.raises(ValueError, match="3 nesting sizes"):
         MatryoshkaCELoss([1.0, 1.0])(logits, y)

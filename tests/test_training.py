@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, TINY_TRAIN, needs_fashion_mnist
 
 from mrl_analysis.checkpoints import load_checkpoint, load_model
 from mrl_analysis.datasets import get_dataset
 from mrl_analysis.training import TrainConfig, train
-from tests.conftest import ROOT, TINY_TRAIN, needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.integration]
 
@@ -83,10 +83,27 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     }
     killed = tmp_path / "killed.pt"
     args = [
-        sys.executable, "-m", "mrl_analysis.cli", "train", "-o", str(killed), "--quiet",
-        "--dataset", "fashion-mnist", "--kind", "mrl-e", "--nesting", "1,4,512",
-        "--epochs", "3", "--batch-size", "128", "--max-train-samples", "1024",
-        "--set", "max_eval_samples=256",
+        sys.executable,
+        "-m",
+        "mrl_analysis.cli",
+        "train",
+        "-o",
+        str(killed),
+        "--quiet",
+        "--dataset",
+        "fashion-mnist",
+        "--kind",
+        "mrl-e",
+        "--nesting",
+        "1,4,512",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "128",
+        "--max-train-samples",
+        "1024",
+        "--set",
+        "max_eval_samples=256",
     ]
     proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 240

@@ -1,0 +1,233 @@
+"""Superclass and per-class analyses on tiny hand-made hierarchies and predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from mrl_analysis.per_class import (
+    TRENDS,
+    classify_trends,
+    per_class_accuracy,
+    relative_accuracy_figure,
+    relative_accuracy_outliers,
+    trend_counts,
+    trend_counts_figure,
+)
+from mrl_analysis.superclass import (
+    SuperclassMap,
+    per_superclass_accuracy,
+    per_superclass_figure,
+    superclass_accuracy,
+    superclass_accuracy_figure,
+    within_superclass_error_figure,
+)
+
+CLASS_IDS = ["cat", "dog", "car", "bus", "apple"]
+HIERARCHY = {"cat": "animal", "dog": "animal", "car": "vehicle", "bus": "vehicle"}
+NESTING = [4, 8]
+LABELS = np.array([0, 1, 2, 3, 4, 0])
+# Size 4: rows hand-made so that the argmax restricted to the true superclass is known.
+SCORES = np.array(
+    [
+        [
+            [1, 3, 0, 0, 0],  # cat -> dog: same superclass; restricted: dog (wrong)
+            [0, 3, 0, 0, 0],  # dog -> dog
+            [0, 0, 1, 3, 0],  # car -> bus: same superclass; restricted: bus (wrong)
+            [0, 0, 3, 1, 0],  # bus -> car: same superclass; restricted: car (wrong)
+            [3, 0, 0, 0, 1],  # apple -> cat: leaves "other"; restricted: apple (right)
+            [2, 0, 3, 0, 0],  # cat -> car: leaves animal; restricted: cat (right)
+        ],
+        [
+            [3, 0, 0, 0, 0],
+            [0, 3, 0, 0, 0],
+            [0, 0, 3, 0, 0],
+            [0, 0, 0, 3, 0],
+            [0, 0, 0, 0, 3],
+            [1, 0, 0, 3, 0],  # cat -> bus; restricted: cat (right)
+        ],
+    ],
+    dtype=np.float32,
+)
+
+
+@pytest.fixture
+def smap():
+    return SuperclassMap.from_hierarchy(HIERARCHY, CLASS_IDS, reject="other")
+
+
+def test_map_with_reject_pools_unmapped_classes(smap):
+    assert smap.names == ["animal", "vehicle", "other"]
+    assert smap.index.tolist() == [0, 0, 1, 1, 2]
+    assert smap.members("vehicle").tolist() == [2, 3]
+
+
+def test_map_keeps_only_chosen_superclasses_in_order():
+    m = SuperclassMap.from_hierarchy(
+        HIERARCHY, CLASS_IDS, superclasses=["vehicle"], reject="reject"
+    )
+    assert m.names == ["vehicle", "reject"]
+    assert m.index.tolist() == [1, 1, 0, 0, 1]
+
+
+def test_map_flags_a_pooled_group_already_in_the_hierarchy():
+    pooled = {**HIERARCHY, "apple": "other"}  # as the datasets pool ImageNet's leftovers
+    m = SuperclassMap.from_hierarchy(pooled, CLASS_IDS, reject="other")
+    assert m.names == ["animal", "vehicle", "other"] and m.reject == "other"
+    assert m.index.tolist() == [0, 0, 1, 1, 2]
+    plain = SuperclassMap.from_hierarchy(pooled, CLASS_IDS)
+    assert plain.names == ["animal", "other", "vehicle"] and plain.reject is None
+
+
+def test_map_reads_a_user_json(tmp_path):
+    path = tmp_path / "hierarchy.json"
+    path.write_text(json.dumps({**HIERARCHY, "apple": "food"}))
+    m = SuperclassMap.from_hierarchy(path, CLASS_IDS)
+    assert m.names == ["animal", "food", "vehicle"]
+    assert m.index.tolist() == [0, 0, 2, 2, 1]
+
+
+def test_map_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="reject="):
+        SuperclassMap.from_hierarchy(HIERARCHY, CLASS_IDS)  # apple has no superclass
+    with pytest.raises(ValueError, match="do not appear"):
+        SuperclassMap.from_hierarchy(HIERARCHY, CLASS_IDS, superclasses=["plant"], reject="other")
+    with pytest.raises(ValueError, match="also listed"):
+        SuperclassMap.from_hierarchy(HIERARCHY, CLASS_IDS, superclasses=["animal"], reject="animal")
+    with pytest.raises(FileNotFoundError):
+        SuperclassMap.from_hierarchy(tmp_path / "missing.json", CLASS_IDS)
+
+
+def test_superclass_accuracy_matches_hand_count(smap):
+    t = superclass_accuracy(SCORES, LABELS, NESTING, smap)
+    assert t["truncate_dim"].tolist() == NESTING
+    np.testing.assert_allclose(t["fine_accuracy"], [1 / 6, 5 / 6])
+    np.testing.assert_allclose(t["superclass_accuracy"], [4 / 6, 5 / 6])
+    assert t["n_fine_errors"].tolist() == [5, 1]
+    # Size 4 errors: cat->dog, car->bus, bus->car stay inside; apple->cat, cat->car leave.
+    np.testing.assert_allclose(t["within_superclass_error_share"], [3 / 5, 0.0])
+
+
+def test_per_superclass_accuracy_matches_hand_count(smap):
+    t = per_superclass_accuracy(SCORES, LABELS, NESTING, smap).set_index(
+        ["truncate_dim", "superclass"]
+    )
+    expected = {
+        # (size, superclass): n, superclass acc, within-superclass acc, fine acc, error share
+        (4, "animal"): (3, 2 / 3, 2 / 3, 1 / 3, 1 / 2),
+        (4, "vehicle"): (2, 1.0, 0.0, 0.0, 1.0),
+        (4, "other"): (1, 0.0, 1.0, 0.0, 0.0),
+        (8, "animal"): (3, 2 / 3, 1.0, 2 / 3, 0.0),
+        (8, "vehicle"): (2, 1.0, 1.0, 1.0, np.nan),
+        (8, "other"): (1, 1.0, 1.0, 1.0, np.nan),
+    }
+    cols = [
+        "n_samples",
+        "superclass_accuracy",
+        "within_superclass_accuracy",
+        "fine_accuracy",
+        "within_superclass_error_share",
+    ]
+    for key, values in expected.items():
+        np.testing.assert_allclose(t.loc[key, cols].to_numpy(float), values, err_msg=str(key))
+
+
+def test_superclass_inputs_are_checked(smap):
+    with pytest.raises(ValueError, match="covers 5 classes"):
+        superclass_accuracy(SCORES[:, :, :4], np.array([0, 1, 2, 3, 0, 0]), NESTING, smap)
+    with pytest.raises(ValueError, match="nesting has 3 sizes"):
+        superclass_accuracy(SCORES, LABELS, [4, 8, 16], smap)
+    with pytest.raises(ValueError, match="pass scores\\[None\\]"):
+        superclass_accuracy(SCORES[0], LABELS, [4], smap)
+
+
+def test_superclass_figures_draw_one_line_per_group(smap):
+    mrl = superclass_accuracy(SCORES, LABELS, NESTING, smap, model="MRL")
+    ff = superclass_accuracy(SCORES[::-1], LABELS, NESTING, smap, model="FF")
+    both = pd.concat([mrl, ff])
+    assert isinstance(superclass_accuracy_figure(both), go.Figure)
+    assert len(superclass_accuracy_figure(both).data) == 2
+    assert len(within_superclass_error_figure(both).data) == 2
+    per = per_superclass_accuracy(SCORES, LABELS, NESTING, smap)
+    assert len(per_superclass_figure(per).data) == 3
+    assert len(per_superclass_figure(per, superclasses=["animal"]).data) == 1
+
+
+def test_per_class_accuracy_counts_and_relative_accuracy():
+    labels = np.array([0, 0, 1, 1, 2])
+    # Predicted classes per size; class 2's only sample is right at size 2 only.
+    preds = np.array([[0, 1, 1, 0, 2], [0, 0, 1, 1, 0]])
+    scores = np.eye(4, dtype=np.float32)[preds]  # 4 classes, class 3 has no samples
+    t = per_class_accuracy(scores, labels, [2, 4], class_names=["a", "b", "c", "d"])
+    assert sorted(t["class_name"].unique()) == ["a", "b", "c"]
+    t = t.set_index(["truncate_dim", "class_name"])
+    assert t.loc[(2, "a"), "n_correct"] == 1 and t.loc[(4, "a"), "n_correct"] == 2
+    assert t.loc[(2, "c"), "accuracy"] == 1.0 and t.loc[(4, "c"), "accuracy"] == 0.0
+    assert t.loc[(2, "a"), "relative_accuracy"] == pytest.approx(-0.5)
+    assert t.loc[(2, "c"), "relative_accuracy"] == pytest.approx(1.0)
+    assert (t.xs(4, level="truncate_dim")["relative_accuracy"] == 0).all()
+
+
+def _count_table(series: dict[str, list[int]], model: str = "MRL") -> pd.DataFrame:
+    rows = [
+        {"model": model, "truncate_dim": 2**j, "class_index": i, "class_name": name, "n_correct": c}
+        for i, (name, counts) in enumerate(series.items())
+        for j, c in enumerate(counts)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_trend_categories_follow_the_documented_rules():
+    series = {
+        "up": [1, 2, 3, 3],
+        "dip one": [1, 3, 2, 2],
+        "dip two after plateau": [1, 3, 3, 1],
+        "dip too deep": [1, 5, 2, 2],
+        "v shape": [3, 1, 2, 4],
+        "flat": [2, 2, 2, 2],
+        "zigzag": [3, 1, 4, 2],
+        "noisy up": [2, 3, 2, 4],
+    }
+    got = classify_trends(_count_table(series)).set_index("class_name")["trend"]
+    assert got.to_dict() == {
+        "up": "monotonic increase",
+        "dip one": "increase then dip",
+        "dip two after plateau": "increase then dip",
+        "dip too deep": "no clear trend",
+        "v shape": "decline then increase",
+        "flat": "no clear trend",
+        "zigzag": "no clear trend",
+        "noisy up": "no clear trend",
+    }
+    loose = classify_trends(_count_table(series), tolerance=1).set_index("class_name")["trend"]
+    assert loose["noisy up"] == "monotonic increase"
+
+
+def test_trend_counts_include_every_category_per_model():
+    table = pd.concat(
+        [_count_table({"a": [1, 2], "b": [2, 1]}), _count_table({"a": [2, 2]}, model="FF")]
+    )
+    counts = trend_counts(classify_trends(table))
+    assert len(counts) == 2 * len(TRENDS)
+    got = counts.set_index(["model", "trend"])["n_classes"]
+    assert got[("MRL", "monotonic increase")] == 1
+    assert got[("MRL", "no clear trend")] == 1
+    assert got[("FF", "no clear trend")] == 1 and got[("FF", "increase then dip")] == 0
+    assert len(trend_counts_figure(counts).data) == 2
+
+
+def test_relative_accuracy_outliers_and_histograms_name_them():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 10)
+    preds = np.where(rng.random((3, 60)) < [[0.3], [0.6], [0.9]], labels, (labels + 1) % 6)
+    preds[:, labels == 5] = [[5], [5], [0]]  # class "f" is best at small sizes
+    scores = np.eye(6, dtype=np.float32)[preds]
+    t = per_class_accuracy(scores, labels, [8, 16, 32], class_names=list("abcdef"))
+    assert relative_accuracy_outliers(t, 1)["class_name"].tolist() == ["f"]
+    fig = relative_accuracy_figure(t, sizes=[8, 16])
+    marked = [tr for tr in fig.data if isinstance(tr, go.Scatter)]
+    assert [list(tr.text) for tr in marked] == [["f"], ["f"]]
