@@ -220,7 +220,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
+    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 
@@ -368,6 +368,13 @@ def _save_chunk(path: Path, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray
     os.replace(tmp, path)
 
 
+def _read_plan(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def _extract(
     model: nn.Module,
     dataset: Any,
@@ -382,10 +389,12 @@ def _extract(
 ) -> tuple[list[tuple[int, int]], int]:
     """Embed every chunk ``work`` does not hold yet; returns chunk bounds and #reused."""
     plan_file = work / "plan.json"
-    if work.exists() and (not plan_file.exists() or json.loads(plan_file.read_text()) != plan):
+    if work.exists() and _read_plan(plan_file) != plan:
         shutil.rmtree(work)  # laid out for another chunk size: its chunks do not line up
     work.mkdir(exist_ok=True)
-    plan_file.write_text(json.dumps(plan))
+    tmp = plan_file.with_name("plan.json.tmp")
+    tmp.write_text(json.dumps(plan))
+    os.replace(tmp, plan_file)
 
     n, chunk_size = plan["num_samples"], plan["chunk_size"]
     bounds = [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
@@ -542,7 +551,10 @@ def embed_dataset(
     its finished chunks, and swapped in atomically. Batches never straddle a chunk, so
     keep ``chunk_size`` a multiple of ``batch_size``. ``device`` (default: where the model
     is) moves the model there. ``model_id`` is a label for the manifest (default: from
-    ``model.meta`` or the config); it does not affect staleness.
+    ``model.meta`` or the config); it does not affect staleness. ``features_dtype``
+    ``"float32"`` stores features exactly (``"float16"`` falls back to it by itself when
+    a value is out of float16's range). Processes asking for the same ``cache_dir`` at once
+    wait for the first one and then reuse its result.
     """
     for what, value in {"batch_size": batch_size, "chunk_size": chunk_size}.items():
         if not isinstance(value, int) or value < 1:
@@ -894,6 +906,14 @@ class EmbeddingCache:
         """Predicted class per nesting size and sample, int64 ``[G, N]``."""
         return np.argmax(self.logits(), axis=2).astype(np.int64, copy=False)
 
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """MRL-E's shared classifier: weight ``[C, d]`` and bias ``[C]``, float32."""
+        if self.kind != "mrl-e":
+            raise ValueError(
+                f"a {self.kind} cache stores no shared head (only MRL-E has one); use logits()"
+            )
+        return np.array(self._arrays["head_weight"]), np.array(self._arrays["head_bias"])
+
     def logits_at(self, truncate_dim: int) -> np.ndarray:
         """Logits ``[N, C]`` at size ``truncate_dim``.
 
@@ -902,8 +922,8 @@ class EmbeddingCache:
         """
         m = self._check_dim(truncate_dim)
         if self.kind == "mrl-e":
-            weight = np.asarray(self._arrays["head_weight"][:, :m], dtype=np.float32)
-            return self.features(m) @ weight.T + self._arrays["head_bias"]
+            weight, bias = self.head()
+            return self.features(m) @ weight[:, :m].T + bias
         if m not in self.nesting:
             raise ValueError(
                 f"a {self.kind} cache has logits only for sizes {self.nesting}, not {m} "

@@ -97,7 +97,7 @@ def _check_reduced(confidence: np.ndarray, correct: np.ndarray, nesting: Sequenc
 def _learn(
     bins: np.ndarray, correct: np.ndarray, holdout: np.ndarray, grid: np.ndarray
 ) -> np.ndarray:
-    """Thresholds ``[S, G-1]`` for holdout index sets ``holdout [S, n]``.
+    """Grid indices of the thresholds ``[S, G-1]`` for holdout index sets ``holdout [S, n]``.
 
     ``bins[g, n]`` counts the grid values below ``confidence[g, n]``, so ``p > grid[k]``
     exactly when ``k < bins``; the accuracy at ``grid[k]`` is then a constant plus the
@@ -112,8 +112,7 @@ def _learn(
     hist = np.bincount(key.ravel(), delta.ravel(), pairs * s * (t + 1)).reshape(pairs, s, t + 1)
     # gain[k] = sum of hist[b] for b > k; integer-valued, so ties are exact.
     gain = hist[..., ::-1].cumsum(axis=-1)[..., ::-1][..., 1:]
-    best = gain.argmax(axis=-1)  # first maximum = smallest threshold with the best accuracy
-    return grid[best].T  # [S, G-1]
+    return gain.argmax(axis=-1).T  # first maximum = smallest threshold with the best accuracy
 
 
 def learn_thresholds(
@@ -126,42 +125,62 @@ def learn_thresholds(
     _check_reduced(confidence, correct, nesting)
     t = _grid(grid)
     bins = np.searchsorted(t, confidence, side="left")
-    return _learn(bins, correct, np.arange(confidence.shape[1])[None, :], t)[0]
+    return t[_learn(bins, correct, np.arange(confidence.shape[1])[None, :], t)[0]]
 
 
-def stop_index(confidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Index of the size each sample stops at in the uncapped cascade.
+def _first_pass(passes: np.ndarray) -> np.ndarray:
+    """First stage whose test passes (axis 0), or the last size when none does."""
+    return np.where(passes.any(axis=0), passes.argmax(axis=0), passes.shape[0])
 
-    ``confidence [G, ...]``, ``thresholds [G-1]`` or ``[G-1, ...]`` broadcasting against
-    ``confidence[:-1]``; a sample no threshold stops goes to the largest size ``G-1``.
+
+def stop_index(confidence: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Index of the size each sample stops at in the uncapped cascade, ``[N]``.
+
+    ``confidence [G, N]``, ``thresholds [G-1]``; a sample no threshold stops goes to the
+    largest size ``G-1``.
     """
-    thr = np.asarray(thresholds)
-    if thr.ndim == 1:
-        thr = thr.reshape((-1,) + (1,) * (confidence.ndim - 1))
-    passes = confidence[:-1] > thr
-    return np.where(passes.any(axis=0), passes.argmax(axis=0), confidence.shape[0] - 1)
+    thr = np.asarray(thresholds, dtype=np.float64)[:, None]
+    return _first_pass(confidence[:-1] > thr)
 
 
 def _cascade_rows(
     stop: np.ndarray,
-    correct_at: np.ndarray,
+    evaluated: np.ndarray,
+    correct: np.ndarray,
     sizes: list[int],
     kind: HeadKind,
     num_classes: int | None,
 ) -> dict[str, np.ndarray]:
-    """Metrics for every cap from uncapped stop indices ``stop [S, n]``.
+    """Metrics ``[G-1, S]`` for every cap (sizes 1..G-1) from uncapped stops ``[S, N]``.
 
-    ``correct_at[g]`` is ``correct[g]`` gathered at the same ``[S, n]`` positions.
-    Returns arrays ``[G-1, S]`` (caps at sizes 1..G-1).
+    Only samples with ``evaluated [S, N]`` count. Per split, a histogram of stop indices
+    gives every cap at once: a cap at ``K`` keeps the samples stopping below ``K`` and
+    sends the rest to ``K``.
     """
+    if kind not in ("mrl", "mrl-e"):
+        raise ValueError(f"kind must be 'mrl' (one head per size) or 'mrl-e', got {kind!r}")
+    s, n = stop.shape
+    g = len(sizes)
+    keys = (np.arange(s)[:, None] * g + stop).ravel()
+    right = correct[stop, np.arange(n)[None, :]] & evaluated
+
+    def hist(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(keys, weights.ravel(), s * g).reshape(s, g)
+
+    count, hits = hist(evaluated), hist(right)
+    total = evaluated.sum(axis=1)
     size_arr = np.asarray(sizes, dtype=np.float64)
     cum = np.cumsum(size_arr)
+
+    def mean_cost(cost: np.ndarray, cap: int) -> np.ndarray:
+        return (count[:, :cap] @ cost[:cap] + count[:, cap:].sum(axis=1) * cost[cap]) / total
+
     out: dict[str, list] = {"accuracy": [], "expected_size": [], "expected_cumulative_size": []}
-    for cap in range(1, len(sizes)):
-        used = np.minimum(stop, cap)
-        out["accuracy"].append(np.take_along_axis(correct_at, used[None], axis=0)[0].mean(-1))
-        out["expected_size"].append(size_arr[used].mean(axis=-1))
-        out["expected_cumulative_size"].append(cum[used].mean(axis=-1))
+    for cap in range(1, g):
+        at_cap = np.count_nonzero((stop >= cap) & evaluated & correct[cap][None, :], axis=1)
+        out["accuracy"].append((hits[:, :cap].sum(axis=1) + at_cap) / total)
+        out["expected_size"].append(mean_cost(size_arr, cap))
+        out["expected_cumulative_size"].append(mean_cost(cum, cap))
     rows = {k: np.asarray(v) for k, v in out.items()}
     per_head = rows["expected_cumulative_size"] if kind == "mrl" else rows["expected_size"]
     rows["expected_head_macs"] = per_head * (np.nan if num_classes is None else num_classes)
@@ -187,7 +206,8 @@ def evaluate_cascade(
     if thr.shape != (len(sizes) - 1,):
         raise ValueError(f"need {len(sizes) - 1} thresholds (all sizes but the largest)")
     stop = stop_index(confidence, thr)[None, :]
-    rows = _cascade_rows(stop, correct[:, None, :], sizes, kind, num_classes)
+    everyone = np.ones_like(stop, dtype=bool)
+    rows = _cascade_rows(stop, everyone, np.asarray(correct, bool), sizes, kind, num_classes)
     return pd.DataFrame({"max_size": sizes[1:], **{k: v[:, 0] for k, v in rows.items()}})
 
 
@@ -261,10 +281,15 @@ def cascade_study_reduced(
     sizes = _check_reduced(confidence, correct, nesting)
     t = _grid(grid)
     held, evaluate = holdout_splits(confidence.shape[1], n_splits, holdout, seed)
-    bins = np.searchsorted(t, confidence, side="left")
-    thr = _learn(bins, correct, held, t)  # [S, G-1]
-    stop = stop_index(confidence[:, evaluate], thr.T[:, :, None])  # [S, n_e]
-    rows = _cascade_rows(stop, correct[:, evaluate], sizes, kind, num_classes)
+    # Grid indices stand in for confidences: p > grid[k] exactly when k < bins, so the
+    # cascade runs on small ints and agrees with the search bit for bit.
+    bins = np.searchsorted(t, confidence, side="left").astype(np.int16 if t.size < 2**15 else int)
+    best = _learn(bins, correct, held, t)  # [S, G-1]
+    stop = _first_pass(bins[:-1, None, :] > best.T[:, :, None])  # [S, N]
+    evaluated = np.ones(stop.shape, dtype=bool)
+    np.put_along_axis(evaluated, held, False, axis=1)
+    rows = _cascade_rows(stop, evaluated, np.asarray(correct, bool), sizes, kind, num_classes)
+    thr = t[best]
     caps = len(sizes) - 1
     results = pd.DataFrame(
         {
@@ -316,7 +341,13 @@ def cascade_study(
 
 
 def single_size_points(accuracy: pd.DataFrame) -> pd.DataFrame:
-    """Plane rows from :func:`mrl_analysis.oracle.accuracy_by_size` tables (MRL, FF, ...)."""
+    """Plane rows from per-size top-1 tables: :func:`mrl_analysis.oracle.accuracy_by_size`
+    (``accuracy`` as a fraction) or :func:`mrl_analysis.accuracy.linear_accuracy`
+    (long format, ``metric == "top1"``, ``value`` in %)."""
+    if "metric" in accuracy.columns:
+        accuracy = accuracy[accuracy["metric"] == "top1"].assign(
+            accuracy=lambda t: t["value"] / 100.0
+        )
     return pd.DataFrame(
         {
             "method": accuracy["model"].to_numpy(),

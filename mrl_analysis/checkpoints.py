@@ -380,10 +380,8 @@ def _describe_head(state: Mapping[str, torch.Tensor]) -> str:
 def _dataset_transform(dataset: str | None) -> Callable | None:
     if not dataset:
         return None
-    try:
-        from mrl_analysis.datasets import get_eval_transform
-    except ImportError:  # the dataset registry is optional for loading weights
-        return None
+    from mrl_analysis.datasets import get_eval_transform  # lazy: only our checkpoints need it
+
     try:
         return get_eval_transform(dataset)
     except (KeyError, ValueError) as err:

@@ -688,12 +688,18 @@ def _cifar100(
     base = root if root is not None else data_dir()
     folder = base / "cifar-100-python"
     files = [folder / split, folder / "meta"]
-    if not all(f.is_file() for f in files) and (download if download is not None else root is None):
-        CIFAR100(str(base), train=split == "train", download=True)
+    failure = ""
+    missing = not all(f.is_file() for f in files)
+    if missing and (download if download is not None else root is None):
+        try:
+            CIFAR100(str(base), train=split == "train", download=True)
+        except (OSError, RuntimeError) as err:
+            failure = f" torchvision's download into {base} failed: {err}."
     if not all(f.is_file() for f in files):
         raise FileNotFoundError(
-            f"CIFAR-100 files {files[0]} and {files[1]} not found. Fix: pass root= the folder "
-            "holding cifar-100-python/, or download=True to let torchvision fetch it there."
+            f"CIFAR-100 files {files[0]} and {files[1]} not found.{failure} Fix: pass root= "
+            "the folder holding cifar-100-python/, or download=True to let torchvision fetch "
+            "it there."
         )
     entry, meta = _unpickle(files[0]), _unpickle(files[1])
     fine = np.asarray(entry["fine_labels"], dtype=np.int64)

@@ -7,6 +7,7 @@ accuracy-vs-size curve is 1-8 dims: the nesting starts at 1.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from mrl_analysis.training import TrainConfig
@@ -28,3 +29,34 @@ def demo_models(epochs: int = 2) -> dict[str, TrainConfig]:
     for k in FF_SIZES:
         models[f"ff-{k}"] = TrainConfig(kind="ff", ff_dim=k, **common)
     return models
+
+
+#: Display names used in notebooks and caches for the demo checkpoints.
+DISPLAY_NAMES = {"mrl": "MRL", "mrl-e": "MRL-E", **{f"ff-{k}": f"FF-{k}" for k in FF_SIZES}}
+
+
+def run_demo(
+    *,
+    epochs: int = 2,
+    only: list[str] | None = None,
+    started: float | None = None,
+    batch: str | None = None,
+) -> int:
+    """``make demo``: train what is missing, cache embeddings, run the default batch."""
+    from mrl_analysis.experiment import build_caches
+    from mrl_analysis.runner import print_summary, run_batch
+    from mrl_analysis.training import train_many
+
+    start = time.perf_counter() if started is None else started
+    print(f"[demo] 1/3 training the default {DATASET} models into {CHECKPOINT_DIR}/")
+    paths = train_many(demo_models(epochs), CHECKPOINT_DIR, only=only)
+    print(f"[demo] 2/3 caching embeddings ({time.perf_counter() - start:.0f}s so far)")
+    build_caches({DISPLAY_NAMES[n]: p for n, p in paths.items()}, DATASET, ["train", "test"])
+    print(f"[demo] 3/3 running the notebooks ({time.perf_counter() - start:.0f}s so far)")
+    summary = run_batch(batch)
+    print_summary(summary)
+    folders = sorted({str(Path(f)) for f in summary["figures_dir"]})
+    print(f"[demo] done in {time.perf_counter() - start:.0f}s; figures in:")
+    for folder in folders:
+        print(f"  {folder}")
+    return 1 if (summary["status"] != "ok").any() else 0

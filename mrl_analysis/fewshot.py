@@ -42,7 +42,8 @@ ci95          half-width of the 95% confidence interval of the mean (%)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +53,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 Metric = Literal["cosine", "euclidean"]
@@ -127,11 +129,29 @@ def prefix_norms(x: np.ndarray, nesting: Sequence[int]) -> np.ndarray:
     return np.sqrt(out)
 
 
-def inverse_norms(norms: np.ndarray) -> np.ndarray:
-    """``1 / norms`` with 0 where a norm is 0, so zero vectors stay zero when normalized."""
-    inv = np.zeros_like(norms)
-    np.divide(1.0, norms, out=inv, where=norms > 0)
-    return inv
+def safe_norms(norms: np.ndarray) -> np.ndarray:
+    """Norms to divide by: a zero norm becomes 1 so that a zero vector stays zero.
+
+    Dividing (rather than multiplying by an inverse) keeps ``x / |x|`` exactly +-1 at m = 1,
+    so exact ties between classes there stay exact ties, broken the same way everywhere.
+    """
+    return np.where(norms > 0, norms, 1.0)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run BLAS and torch on one thread inside the block, restoring the settings after.
+
+    Both learners issue many small products (one per chunk and size); on a shared 2-core
+    machine, thread hand-offs made them 3-10x slower in wall time than one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def line_name(model: object) -> str:
@@ -143,7 +163,7 @@ def line_name(model: object) -> str:
 # --------------------------------------------------------------------------- episodes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Episodes:
     """Sampled episodes: sample indices into the evaluated arrays.
 
@@ -284,43 +304,58 @@ def episode_accuracy(
 
     Episodes are processed in chunks; within a chunk the support and query features are
     gathered once and each size reads a prefix of them. The batched products run in torch
-    (numpy's stacked matmul is several times slower on many small matrices). Queries are
-    never normalized for cosine scores: a positive factor per query leaves its argmax alone.
+    (numpy's stacked matmul is several times slower on many small matrices), in the
+    precision of ``features`` (float32 from a cache, float64 stays float64).
     """
     x = check_features(features)
     sizes = check_nesting(nesting, x.shape[1])
     check_metric(metric)
-    n_episodes, k, n, q = episodes.n_episodes, episodes.ways, episodes.shots, episodes.queries
-    width = sizes[-1]
-    # Samples recur across episodes: their inverse norms at every size are computed once.
-    inv = torch.from_numpy(inverse_norms(prefix_norms(x, sizes)).astype(np.float32))  # [G, N]
-    truth = torch.arange(k).repeat_interleave(q)
-    out = np.empty((len(sizes), n_episodes), dtype=np.float64)
-    rows = max(1, _CHUNK_ELEMENTS // (k * (n + q) * width))
-    starts = range(0, n_episodes, rows)
-    for lo in tqdm(starts, desc="few-shot episodes", leave=False, disable=not progress):
-        support = torch.from_numpy(episodes.support[lo : lo + rows])
-        query = torch.from_numpy(episodes.query[lo : lo + rows].reshape(len(support), k * q))
-        # numpy gathers (works on memory-mapped caches); torch shares the gathered copy.
-        sup = torch.from_numpy(np.asarray(x[support.numpy(), :width], dtype=np.float32))
-        qry = torch.from_numpy(np.asarray(x[query.numpy(), :width], dtype=np.float32))
-        for g, m in enumerate(sizes):
-            means = torch.einsum("bkn,bknd->bkd", inv[g][support], sup[..., :m]) / n
-            # means @ queries^T is several times faster than the transposed product for
-            # these skinny shapes (k rows against k*q columns).
-            dots = torch.bmm(means, qry[..., :m].transpose(1, 2))  # [B, k, kq]
-            sq = torch.einsum("bkd,bkd->bk", means, means)
-            if metric == "cosine":
-                scores = dots * _inverse(sq.sqrt())[..., None]
-            else:
-                scores = 2.0 * dots * inv[g][query][:, None, :] - sq[..., None]
-            hits = scores.argmax(1) == truth
-            out[g, lo : lo + rows] = hits.double().mean(-1).numpy()
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    # Samples recur across episodes: their norms at every size are computed once.
+    norms = torch.from_numpy(safe_norms(prefix_norms(x, sizes)).astype(dtype))  # [G, N]
+    out = np.empty((len(sizes), episodes.n_episodes), dtype=np.float64)
+    per_episode = episodes.ways * (episodes.shots + episodes.queries) * sizes[-1]
+    rows = max(1, _CHUNK_ELEMENTS // per_episode)
+    starts = range(0, episodes.n_episodes, rows)
+    with single_threaded():
+        for lo in tqdm(starts, desc="few-shot episodes", leave=False, disable=not progress):
+            chunk = slice(lo, lo + rows)
+            out[:, chunk] = _chunk_accuracy(x, episodes, chunk, sizes, norms, metric, dtype)
     return out
 
 
-def _inverse(norms: torch.Tensor) -> torch.Tensor:
-    return torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
+def _chunk_accuracy(
+    x: np.ndarray,
+    episodes: Episodes,
+    chunk: slice,
+    sizes: list[int],
+    norms: torch.Tensor,
+    metric: str,
+    dtype: type,
+) -> np.ndarray:
+    k, n, q = episodes.ways, episodes.shots, episodes.queries
+    support = episodes.support[chunk]  # [B, k, n]
+    query = episodes.query[chunk].reshape(len(support), k * q)  # [B, kq]
+    # numpy gathers (works on memory-mapped caches); torch shares the gathered copies.
+    sup = torch.from_numpy(np.asarray(x[support, : sizes[-1]], dtype=dtype))
+    qry = torch.from_numpy(np.asarray(x[query, : sizes[-1]], dtype=dtype))
+    support_t, query_t = torch.from_numpy(support), torch.from_numpy(query)
+    truth = torch.arange(k).repeat_interleave(q)
+    out = np.empty((len(sizes), len(support)))
+    for g, m in enumerate(sizes):
+        means = (sup[..., :m] / norms[g][support_t][..., None]).sum(2) / n  # [B, k, m]
+        queries = qry[..., :m] / norms[g][query_t][..., None]  # [B, kq, m]
+        # means @ queries^T is several times faster than the transposed product for these
+        # skinny shapes (k rows against k*q columns).
+        dots = torch.bmm(means, queries.transpose(1, 2))  # [B, k, kq]
+        sq = torch.einsum("bkd,bkd->bk", means, means)
+        if metric == "cosine":
+            norm = sq.sqrt()
+            scores = dots / torch.where(norm > 0, norm, 1.0)[..., None]
+        else:
+            scores = 2.0 * dots - sq[..., None]
+        out[g] = (scores.argmax(1) == truth).double().mean(-1).numpy()
+    return out
 
 
 def _summary(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,8 +24,8 @@ each size's CAM with the largest size's.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,10 +157,13 @@ def default_target_layer(
     ]
     param = next(model.parameters())
     probe = torch.zeros((1, *image_shape), dtype=param.dtype, device=param.device)
+    was_training = backbone.training
+    backbone.eval()  # a probe must not update batch-norm statistics
     try:
         with torch.no_grad():
             backbone(probe)
     finally:
+        backbone.train(was_training)
         for hook in hooks:
             hook.remove()
     spatial = [n for n in candidates if len(shapes.get(n, ())) == 4]
@@ -201,6 +204,35 @@ def _stacked_logits(model: nn.Module, features: torch.Tensor, sizes: list[int]) 
         return torch.stack([model.logits_at(features, m) for m in sizes])
     every = model.fc(features)  # all trained heads at once
     return every[[model.nesting.index(m) for m in sizes]]
+
+
+@contextmanager
+def _gradients_from(model: nn.Module, layer: nn.Module, *, enabled: bool) -> Iterator[None]:
+    """Backpropagate only from the heads to ``layer``: the CAM needs no other gradient.
+
+    The layer's output is cut from the graph below it and made a leaf that requires
+    grad, and the parameters are frozen meanwhile, so backward neither runs through the
+    layers before ``layer`` nor computes weight gradients (several times faster). The
+    hook is registered before pytorch-grad-cam's, which therefore see the new leaf.
+    """
+    if not enabled:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+
+    def cut(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+        return output.detach().requires_grad_(True) if torch.is_grad_enabled() else None
+
+    handle = layer.register_forward_hook(cut)
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        handle.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class _SizeStack(nn.Module):
@@ -285,7 +317,9 @@ def size_cams(
     ``sample_index`` only labels the table rows (default ``0..n-1``).
     """
     if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty batch [n, C, H, W], got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be a non-empty batch [n, C, H, W], got {tuple(images.shape)}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     chosen = _check_sizes(model, sizes)
@@ -330,22 +364,18 @@ def size_cams(
     # Row r = (image r // S, size r % S) targets column (r % S) * C + class.
     flat_targets = (np.arange(s)[None, :] * num_classes + classes).reshape(-1)
     stack = _SizeStack(model, chosen)
-    cam = cam_class(model=stack, target_layers=[layer], reshape_transform=reshape)
     maps = []
-    try:
-        with torch.enable_grad():
+    with _gradients_from(model, layer, enabled=cam_class not in _GRADIENT_FREE):
+        cam = cam_class(model=stack, target_layers=[layer], reshape_transform=reshape)
+        try:
             for start in range(0, n * s, batch_size):
                 rows = torch.arange(start, min(start + batch_size, n * s))
-                batch = images[rows // s].detach()
-                if not isinstance(cam, _GRADIENT_FREE):
-                    # Frozen parameters would leave the activations without gradients.
-                    batch.requires_grad_(True)
                 targets = [ClassifierOutputTarget(int(t)) for t in flat_targets[rows.numpy()]]
-                maps.append(np.asarray(cam(input_tensor=batch, targets=targets), np.float32))
-    finally:
-        cam.activations_and_grads.release()
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+                out = cam(input_tensor=images[rows // s], targets=targets)
+                maps.append(np.asarray(out, dtype=np.float32))
+        finally:
+            cam.activations_and_grads.release()
+            model.train(was_training)
     cams = np.concatenate(maps).reshape(n, s, *maps[0].shape[1:])
 
     rows_i, rows_s = np.divmod(np.arange(n * s), s)
@@ -618,7 +648,3 @@ def cam_grid_figure(
         title_font={"size": 13},
     )
     return fig
-
-
-def _is_hierarchical_name(name: str) -> bool:
-    return bool(re.match(r"^n\d{8}$", name))

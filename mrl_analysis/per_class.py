@@ -184,25 +184,34 @@ def relative_accuracy_figure(
 ) -> go.Figure:
     """Histograms of per-class relative accuracy, one panel per size (Figure 12).
 
-    Classes in ``highlight`` (default: the :func:`relative_accuracy_outliers`) are marked
-    with an ``x`` and their name in every panel.
+    ``sizes`` defaults to every size but the reference; panels wrap after four. Classes in
+    ``highlight`` (default: the :func:`relative_accuracy_outliers`) are marked with an
+    ``x`` and their name in every panel.
     """
     if table["model"].nunique() > 1:
         raise ValueError("relative_accuracy_figure draws one model: filter the table first")
-    sizes = sorted(table["truncate_dim"].unique()) if sizes is None else list(sizes)
+    if sizes is None:
+        others = table["truncate_dim"] != table["reference_size"]
+        sizes = sorted(table.loc[others, "truncate_dim"].unique())
+    sizes = [int(m) for m in sizes]
     if highlight is None:
         highlight = relative_accuracy_outliers(table, n_outliers, sizes)["class_name"].tolist()
+    cols = min(4, len(sizes))
     fig = make_subplots(
-        rows=1, cols=len(sizes), shared_yaxes=True, subplot_titles=[f"d = {m}" for m in sizes]
+        rows=-(-len(sizes) // cols),
+        cols=cols,
+        shared_yaxes=True,
+        subplot_titles=[f"d = {m}" for m in sizes],
     )
-    for col, m in enumerate(sizes, start=1):
+    for i, m in enumerate(sizes):
+        row, col = divmod(i, cols)
         part = table[table["truncate_dim"] == m]
         fig.add_trace(
             go.Histogram(
                 x=part["relative_accuracy"], nbinsx=nbins, marker_color="#8ab6d6", showlegend=False
             ),
-            row=1,
-            col=col,
+            row=row + 1,
+            col=col + 1,
         )
         marked = part[part["class_name"].isin(highlight)]
         fig.add_trace(
@@ -213,12 +222,15 @@ def relative_accuracy_figure(
                 marker={"symbol": "x", "size": 11, "color": "crimson"},
                 text=marked["class_name"],
                 textposition="top center",
+                cliponaxis=False,
                 showlegend=False,
             ),
-            row=1,
-            col=col,
+            row=row + 1,
+            col=col + 1,
         )
-    fig.update_xaxes(title_text="relative accuracy", tickformat=".0%")
+    # One x range for all panels, so the spread visibly shrinks as the size grows.
+    fig.update_xaxes(tickformat=".0%", matches="x")
+    fig.update_xaxes(title_text="relative accuracy", row=-(-len(sizes) // cols))
     fig.update_yaxes(title_text="# classes", col=1)
     fig.update_layout(
         title=f"Per-class accuracy relative to {table['model'].iloc[0]}-"

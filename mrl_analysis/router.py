@@ -4,8 +4,8 @@ optimal routing policy" to future work, Appendix J).
 The router looks only at the cheap heads (``input_sizes``, default the smallest size)
 and picks one size per sample:
 
-1. features per input size: max softmax probability, top-1 − top-2 margin and entropy
-   (divided by ``log C``), plus whether consecutive input sizes agree on the top-1 class;
+1. features per input size: max softmax probability, top-1 − top-2 margin and entropy,
+   plus whether consecutive input sizes agree on the top-1 class;
 2. for every nesting size ``m_g`` a logistic regression (scikit-learn, on standardized
    features) trained on the held-out split estimates ``P(correct at m_g | features)``;
 3. each sample goes to ``argmax_g P_g − λ · m_g``: ``λ`` is the price of one dimension in
@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from mrl_analysis.cascade import confidence_and_correctness, holdout_splits, tradeoff_figure
+from mrl_analysis.oracle import check_nesting
 
 DEFAULT_COST_WEIGHTS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 61)])
 
@@ -51,7 +52,12 @@ def router_features(
     tta_probabilities: np.ndarray | None = None,
 ) -> np.ndarray:
     """Router features ``[N, F]`` from the probabilities at ``input_sizes`` (see module doc)."""
-    sizes = [int(m) for m in nesting]
+    sizes = check_nesting(nesting)
+    if probabilities.ndim != 3 or probabilities.shape[0] != len(sizes):
+        raise ValueError(
+            f"probabilities must be [len(nesting), N, C] = [{len(sizes)}, N, C], "
+            f"got {probabilities.shape}"
+        )
     idx = _input_indices(sizes, input_sizes)
     num_classes = probabilities.shape[2]
     columns, tops = [], []
@@ -61,7 +67,7 @@ def router_features(
             p = (p + np.asarray(tta_probabilities[g], dtype=np.float32)) * 0.5
         top2 = np.partition(p, num_classes - 2, axis=1)[:, -2:] if num_classes > 1 else p
         entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)
-        columns += [top2[:, -1], top2[:, -1] - top2[:, 0], entropy / max(np.log(num_classes), 1)]
+        columns += [top2[:, -1], top2[:, -1] - top2[:, 0], entropy]
         tops.append(p.argmax(axis=1))
     columns += [(a == b).astype(np.float32) for a, b in zip(tops, tops[1:], strict=False)]
     return np.stack(columns, axis=1).astype(np.float64)

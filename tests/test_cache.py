@@ -210,6 +210,18 @@ def test_float16_features_keep_neighbours_and_predictions(tmp_path):
         assert agree.mean() >= 0.98
 
 
+def test_features_beyond_float16_range_are_kept_in_float32(tmp_path):
+    model, bundle = make_model(), make_bundle(4)
+    with torch.no_grad():
+        model.backbone.layer4[-1].bn2.bias.add_(1e5)
+    cache = embed_dataset(model, bundle, tmp_path / "c", progress=False)
+    assert cache.manifest["precision"]["features_dtype"] == "float32"
+    with torch.inference_mode():
+        expected = model.embed(inputs(bundle)).numpy()
+    assert expected.max() > 65504
+    np.testing.assert_allclose(cache.features(), expected, rtol=1e-5)
+
+
 def test_second_call_reuses_the_cache(tmp_path):
     model, bundle = make_model(), make_bundle(8)
     seen = instrument(model)
@@ -413,6 +425,9 @@ def test_mrle_logits_at_untrained_size(tmp_path):
         np.testing.assert_allclose(exact.logits_at(m), exact.logits()[i], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="truncate_dim"):
         exact.logits_at(513)
+    weight, bias = exact.head()
+    np.testing.assert_array_equal(weight, model.fc.nesting_classifier_0.weight.detach().numpy())
+    np.testing.assert_array_equal(bias, model.fc.nesting_classifier_0.bias.detach().numpy())
 
 
 def test_mrl_logits_at_only_trained_sizes(mrl_cache):
@@ -420,6 +435,8 @@ def test_mrl_logits_at_only_trained_sizes(mrl_cache):
     np.testing.assert_array_equal(cache.logits_at(16), cache.logits()[cache.nesting.index(16)])
     with pytest.raises(ValueError, match="only MRL-E"):
         cache.logits_at(37)
+    with pytest.raises(ValueError, match="no shared head"):
+        cache.head()
 
 
 def test_cache_path():

@@ -208,13 +208,17 @@ def test_bad_paths_and_files(tmp_path):
 
 
 def test_transform_comes_from_the_dataset_registry(tmp_path):
-    datasets = pytest.importorskip("mrl_analysis.datasets")
-    if not hasattr(datasets, "get_eval_transform"):
-        pytest.skip("mrl_analysis.datasets.get_eval_transform not available")
+    from mrl_analysis.datasets import get_eval_transform
+
     model = _small_model("ff")
     model.meta = {"dataset": "fashion-mnist"}
     loaded = load_model(save_checkpoint(tmp_path / "m.pt", model))
-    assert repr(loaded.transform) == repr(datasets.get_eval_transform("fashion-mnist"))
+    assert repr(loaded.transform) == repr(get_eval_transform("fashion-mnist"))
+
+    model.meta = {"dataset": "not-a-registered-dataset"}
+    with pytest.warns(UserWarning, match="not-a-registered-dataset"):
+        loaded = load_model(save_checkpoint(tmp_path / "m.pt", model))
+    assert loaded.transform is None
 
 
 # --------------------------------------------------------------------------- authors' files

@@ -175,8 +175,8 @@ def test_tiny_imagenet_train_subset_with_boxes():
     assert b.boxes.shape == (400, 4) and not np.isnan(b.boxes).any()
     first = b.sample_ids[0]
     assert first.startswith("train/n02123045/images/n02123045_") and first.endswith(".JPEG")
-    table = pd.read_csv(TINY / "train" / "n02123045" / "n02123045_boxes.txt", sep="\t",
-                        header=None, index_col=0)  # fmt: skip
+    box_file = TINY / "train" / "n02123045" / "n02123045_boxes.txt"
+    table = pd.read_csv(box_file, sep="\t", header=None, index_col=0)
     assert np.array_equal(b.boxes[0], table.loc[first.rsplit("/", 1)[1]].to_numpy())
     x, y = b.dataset[0]
     assert x.shape == (3, 64, 64) and x.dtype == torch.float32 and y == 0
@@ -189,8 +189,8 @@ def test_tiny_imagenet_train_subset_with_boxes():
 @needs_tiny
 def test_tiny_imagenet_val_labels_match_annotations():
     b = get_dataset("tiny-imagenet", "val", root=TINY, classes=[5, 0, 17])
-    annotations = pd.read_csv(TINY / "val" / "val_annotations.txt", sep="\t", header=None,
-                              names=["file", "wnid", "x0", "y0", "x1", "y1"])  # fmt: skip
+    columns = ["file", "wnid", "x0", "y0", "x1", "y1"]
+    annotations = pd.read_csv(TINY / "val" / "val_annotations.txt", sep="\t", names=columns)
     by_file = annotations.set_index("file")
     files = [s.rsplit("/", 1)[1] for s in b.sample_ids]
     assert len(b) == 150 and all(s.startswith("val/images/") for s in b.sample_ids)
@@ -219,10 +219,12 @@ def _fake_cifar(root: Path, n: int = 120) -> np.ndarray:
     fine = np.arange(n) * 7 % 100  # every class, as in the real files
     data = np.zeros((n, 3, 32, 32), dtype=np.uint8)
     data[:, 0], data[:, 1], data[:, 2] = 10, 20, 30
-    entry = {"data": data.reshape(n, -1), "fine_labels": fine.tolist(),
-             "coarse_labels": (fine // 5).tolist()}  # fmt: skip
-    meta = {"fine_label_names": [f"fine_{i}" for i in range(100)],
-            "coarse_label_names": [f"coarse_{i}" for i in range(20)]}  # fmt: skip
+    labels = {"fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist()}
+    entry = {"data": data.reshape(n, -1), **labels}
+    meta = {
+        "fine_label_names": [f"fine_{i}" for i in range(100)],
+        "coarse_label_names": [f"coarse_{i}" for i in range(20)],
+    }
     for name, obj in (("train", entry), ("test", entry), ("meta", meta)):
         (folder / name).write_bytes(pickle.dumps(obj))
     return fine

@@ -215,6 +215,21 @@ def test_cascade_study_from_probabilities_and_figure():
         assert f"{best:.1f}×" in fig.layout.annotations[0].text
 
 
+def test_single_size_points_read_linear_accuracy_tables():
+    p, labels = _random_probabilities(n=200)
+    nesting = [2, 4, 8, 16]
+    ours = single_size_points(accuracy_by_size(p, labels, nesting))
+    long = pd.DataFrame(
+        {
+            "model": "MRL",
+            "truncate_dim": np.repeat(nesting, 2),
+            "metric": ["top1", "top5"] * 4,
+            "value": np.ravel([[100 * a, 100.0] for a in ours["accuracy"]]),
+        }
+    )
+    pd.testing.assert_frame_equal(single_size_points(long), ours)
+
+
 def test_size_reduction_matches_hand_count():
     points = pd.DataFrame(
         {

@@ -228,6 +228,7 @@ def test_relative_accuracy_outliers_and_histograms_name_them():
     scores = np.eye(6, dtype=np.float32)[preds]
     t = per_class_accuracy(scores, labels, [8, 16, 32], class_names=list("abcdef"))
     assert relative_accuracy_outliers(t, 1)["class_name"].tolist() == ["f"]
-    fig = relative_accuracy_figure(t, sizes=[8, 16])
+    fig = relative_accuracy_figure(t)  # every size but the reference, 32
     marked = [tr for tr in fig.data if isinstance(tr, go.Scatter)]
     assert [list(tr.text) for tr in marked] == [["f"], ["f"]]
+    assert len(relative_accuracy_figure(t, sizes=[8, 16, 32], highlight=["a"]).data) == 6
