@@ -27,7 +27,7 @@ import os
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -51,7 +51,9 @@ __all__ = [
     "ExplorerView",
     "confusion_figure",
     "explore",
+    "confusion_png",
     "load_inputs",
+    "measure_updates",
 ]
 
 Level = Literal["fine", "superclass"]
@@ -139,14 +141,12 @@ class ExplorerState:
         self.model = model
         self.nesting = [int(m) for m in cache.nesting]
         self.kind = cache.kind
-        self.sizes = (
-            list(range(1, cache.feature_dim + 1)) if self.kind == "mrl-e" else self.nesting
-        )
+        self.sizes = list(range(1, cache.feature_dim + 1)) if self.kind == "mrl-e" else self.nesting
         self.labels = np.asarray(cache.labels, dtype=np.int64)
         self.n = len(self.labels)
         self.class_names = list(cache.class_names)
-        self.smap = smap if smap is not None else cache_superclass_map(
-            cache.hierarchy, cache.class_ids
+        self.smap = (
+            smap if smap is not None else cache_superclass_map(cache.hierarchy, cache.class_ids)
         )
         self.reference = self.nesting[-1] if reference is None else int(reference)
         self.n_neighbours = int(n_neighbours)
@@ -156,7 +156,6 @@ class ExplorerState:
         self.dataset, self.positions = self._match_images(images)
         # The one pass over all nesting sizes; everything else is per size, on demand.
         self.predictions = np.argmax(cache.logits(), axis=2)  # [G, N]
-        self.correct = self.predictions == self.labels[None, :]
         self._logits: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cams: dict[tuple[int, int], np.ndarray] = {}
         self._normalized = lru_cache(maxsize=4)(self._normalized_features)
@@ -249,10 +248,8 @@ class ExplorerState:
 
     def _disagreement_table(self, m: int) -> pd.DataFrame:
         other = self.reference if m != self.reference else self.nesting[0]
-        if other == m:
-            return find_disagreements(
-                self.logits(m)[None], self.labels, [m], small=m, large=m + 1, top=0
-            ) if False else _empty_disagreements()
+        if other == m:  # a single-size (FF) model disagrees with nothing
+            return _empty_disagreements()
         lo, hi = sorted((m, other))
         return find_disagreements(
             np.stack([self.logits(lo), self.logits(hi)]),
@@ -360,3 +357,463 @@ class ExplorerState:
 def _empty_disagreements() -> pd.DataFrame:
     columns = ["direction", "rank", "sample_index", "label", "pred_small", "pred_large"]
     return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+# ------------------------------------------------------------------- rendering
+
+
+def _png(rgb: np.ndarray, min_pixels: int = 0) -> bytes:
+    factor = max(1, -(-min_pixels // max(rgb.shape[:2]))) if min_pixels else 1
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    if factor > 1:
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="png")
+    return buf.getvalue()
+
+
+def _thumbnail(image: torch.Tensor, pixels: int) -> bytes:
+    return _png((image_to_rgb(image) * 255).round().astype(np.uint8), pixels)
+
+
+@lru_cache(maxsize=1)
+def _blues() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["Blues"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def _short(name: str, width: int = 14) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300) -> bytes:
+    """A row-normalized confusion matrix as a PNG heat map (rows true, columns predicted).
+
+    Drawn with PIL rather than plotly so that an update costs milliseconds and needs no
+    JavaScript; classes are labelled when there are at most 30.
+    """
+    from PIL import ImageDraw
+
+    k = len(names)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    cell = max(2, pixels // k)
+    grid = _blues()[np.round(share * 255).astype(np.int64)]
+    grid = np.repeat(np.repeat(grid, cell, axis=0), cell, axis=1)
+    if k > 30:
+        return _png(grid)
+    left, top = 110, 16
+    canvas = Image.new("RGB", (left + grid.shape[1] + 4, top + grid.shape[0] + 4), "white")
+    canvas.paste(Image.fromarray(grid), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(names):
+        y = top + c * cell + cell // 2 - 5
+        draw.text((2, y), f"{c} {_short(str(name))}", fill="black")
+        draw.text((left + c * cell + cell // 2 - 3, 2), str(c), fill="black")
+        if cell >= 24:
+            for p in range(k):
+                value = counts[c, p]
+                if value:
+                    color = "white" if share[c, p] > 0.6 else "black"
+                    x = left + p * cell + 3
+                    draw.text((x, top + c * cell + cell // 2 - 5), str(value), fill=color)
+    buf = io.BytesIO()
+    canvas.save(buf, format="png")
+    return buf.getvalue()
+
+
+def confusion_figure(counts: np.ndarray, names: Sequence[str], title: str = "") -> go.Figure:
+    """The same confusion matrix as a plotly heat map (for static figures)."""
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    fig = go.Figure(
+        go.Heatmap(
+            z=share,
+            x=list(names),
+            y=list(names),
+            customdata=counts,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} (%{z:.1%})<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title="true class")
+    fig.update_xaxes(title="predicted class")
+    fig.update_layout(title=title)
+    return fig
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _summary_html(view: ExplorerView, state: ExplorerState) -> str:
+    coarse = (
+        ""
+        if view.superclass_accuracy is None
+        else " · superclass accuracy "
+        f'<b class="mrl-superclass-accuracy">{_fmt(view.superclass_accuracy)}</b>'
+    )
+    return (
+        f'<div class="mrl-summary">size m = <b class="mrl-size">{view.size}</b> of '
+        f"{state.sizes[-1]} ({state.kind}, N = {state.n}) · accuracy "
+        f'<b class="mrl-accuracy">{_fmt(view.accuracy)}</b>{coarse}</div>'
+    )
+
+
+def _table_html(frame: pd.DataFrame, css_class: str) -> str:
+    return frame.to_html(index=False, classes=css_class, border=0, float_format="{:.3f}".format)
+
+
+def _disagreement_html(table: pd.DataFrame, state: ExplorerState) -> str:
+    if table.empty:
+        return '<div class="mrl-disagreements">no disagreements at this size</div>'
+    lo, hi = int(table["small_dim"].iloc[0]), int(table["large_dim"].iloc[0])
+    names = state.class_names
+    shown = pd.DataFrame(
+        {
+            "kind": table["direction"].map(
+                {"fixed": f"✗ at {lo}, ✓ at {hi}", "broken": f"✓ at {lo}, ✗ at {hi}"}
+            ),
+            "sample": table["sample_index"],
+            "true": [names[c] for c in table["label"]],
+            f"pred @{lo}": [names[c] for c in table["pred_small"]],
+            f"pred @{hi}": [names[c] for c in table["pred_large"]],
+            "confusion": table["confusion"].fillna(""),
+        }
+    )
+    title = f"<b>Disagreements between sizes {lo} and {hi}</b> (most confident first)"
+    return f'<div class="mrl-disagreements">{title}{_table_html(shown, "mrl-table")}</div>'
+
+
+def _sample_html(view: ExplorerView, state: ExplorerState) -> str:
+    i = view.sample
+    label = state.class_names[state.labels[i]]
+    best = view.top.iloc[0]
+    mark = "✓" if best["is_label"] else "✗"
+    top = view.top.assign(probability=view.top["probability"].map("{:.3f}".format))
+    return (
+        f'<div class="mrl-sample-info">sample <b class="mrl-sample">{i}</b> · true '
+        f"<b>{html.escape(label)}</b> · prediction at m={view.size}: "
+        f'<b class="mrl-prediction">{html.escape(str(best["name"]))}</b> {mark}'
+        f"{_table_html(top[['rank', 'name', 'probability']], 'mrl-top5')}</div>"
+    )
+
+
+# --------------------------------------------------------------------- widgets
+
+
+class Explorer:
+    """The ipywidgets front end of an :class:`ExplorerState` (display it in a notebook).
+
+    ``timings`` holds the last update's seconds: ``update`` (everything but the CAM)
+    and ``cam``.
+    """
+
+    def __init__(
+        self,
+        state: ExplorerState,
+        *,
+        size: int | None = None,
+        sample: int | None = None,
+        level: Level = "fine",
+        show_cam: bool = True,
+        thumbnail_pixels: int = 64,
+    ) -> None:
+        import ipywidgets as w
+
+        self.state = state
+        size = state.nesting[0] if size is None else state.check_size(size)
+        if sample is None:
+            first = state.disagreements(size)
+            sample = int(first["sample_index"].iloc[0]) if len(first) else 0
+        self.thumbnail_pixels = int(thumbnail_pixels)
+        self.timings: dict[str, float] = {}
+        self._busy = False
+        can_cam = state.model is not None and state.dataset is not None
+
+        self.size_slider = w.SelectionSlider(
+            options=state.sizes,
+            value=size,
+            description="size m",
+            continuous_update=False,
+            layout=w.Layout(width="480px"),
+        )
+        self.size_slider.add_class("mrl-size-slider")
+        self.level = w.ToggleButtons(
+            options=["fine", "superclass"] if state.smap is not None else ["fine"],
+            value=level,
+            description="confusion",
+            style={"button_width": "90px"},
+        )
+        self.sample_box = w.BoundedIntText(
+            value=state.check_sample(sample), min=0, max=state.n - 1, description="sample"
+        )
+        self.picker = w.Dropdown(options=[("—", None)], value=None, description="pick a case")
+        self.cam_toggle = w.Checkbox(
+            value=bool(show_cam and can_cam), description="Grad-CAM", disabled=not can_cam
+        )
+        self.summary = w.HTML()
+        self.confusion_image = w.Image(format="png")
+        self.disagreement_html = w.HTML()
+        self.sample_html = w.HTML()
+        self.image = w.Image(format="png", width=128, height=128)
+        self.cam_image = w.Image(format="png", width=128, height=128)
+        self.cam_caption = w.HTML()
+        k = state.n_neighbours
+        self.thumbs = [w.Image(format="png", width=56, height=56) for _ in range(k)]
+        self.thumb_captions = [w.HTML() for _ in range(k)]
+        self.errors = w.HTML()
+
+        controls = w.HBox([self.size_slider, self.level])
+        picks = w.HBox([self.sample_box, self.picker, self.cam_toggle])
+        neighbours = w.HBox(
+            [w.VBox([t, c]) for t, c in zip(self.thumbs, self.thumb_captions, strict=True)]
+        )
+        self.widget = w.VBox(
+            [
+                controls,
+                picks,
+                self.summary,
+                self.errors,
+                w.HBox([self.confusion_image, self.disagreement_html]),
+                w.HBox(
+                    [
+                        w.VBox([self.image, w.HTML("image")]),
+                        w.VBox([self.cam_image, self.cam_caption]),
+                        self.sample_html,
+                    ]
+                ),
+                w.HTML("<b>Nearest neighbours at this size</b> (faiss, cosine)"),
+                neighbours,
+            ]
+        )
+        self.widget.add_class("mrl-explorer")
+        self.size_slider.observe(lambda _: self.refresh(), names="value")
+        self.sample_box.observe(lambda _: self.refresh(), names="value")
+        self.level.observe(lambda _: self.refresh(), names="value")
+        self.cam_toggle.observe(lambda _: self.refresh(), names="value")
+        self.picker.observe(self._picked, names="value")
+        self.refresh()
+
+    @property
+    def size(self) -> int:
+        return int(self.size_slider.value)
+
+    @property
+    def sample(self) -> int:
+        return int(self.sample_box.value)
+
+    def _picked(self, change: dict) -> None:
+        if not self._busy and change["new"] is not None:
+            self.sample_box.value = int(change["new"])
+
+    def set_size(self, size: int) -> None:
+        self.size_slider.value = self.state.check_size(size)
+
+    def set_sample(self, sample: int) -> None:
+        self.sample_box.value = self.state.check_sample(sample)
+
+    def refresh(self) -> None:
+        """Recompute and redraw the current (size, sample, level); errors are shown inline."""
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            start = time.perf_counter()
+            self._draw(self.state.view(self.size, self.sample, self.level.value))
+            self.timings["update"] = time.perf_counter() - start
+            start = time.perf_counter()
+            self._draw_cam()
+            self.timings["cam"] = time.perf_counter() - start
+            self.errors.value = ""
+        except Exception as err:  # a widget callback's exception would vanish into a log
+            detail = html.escape("".join(traceback.format_exception(err)))
+            self.errors.value = f'<pre class="mrl-error" style="color:#cf222e">{detail}</pre>'
+        finally:
+            self._busy = False
+
+    def _draw(self, view: ExplorerView) -> None:
+        state = self.state
+        self.summary.value = _summary_html(view, state)
+        self.confusion_image.value = confusion_png(view.confusion, view.confusion_labels)
+        self.disagreement_html.value = _disagreement_html(view.disagreements, state)
+        cases = view.disagreements
+        self.picker.options = [("—", None)] + [
+            (f"#{s} ({d})", int(s))
+            for s, d in zip(cases["sample_index"], cases["direction"], strict=True)
+        ]
+        self.picker.value = None
+        self.sample_html.value = _sample_html(view, state)
+        if state.dataset is None:
+            return
+        self.image.value = _thumbnail(state.image(view.sample), 128)
+        rows = view.neighbours.itertuples()
+        for thumb, caption, row in zip(self.thumbs, self.thumb_captions, rows, strict=False):
+            thumb.value = _thumbnail(state.image(row.neighbour), self.thumbnail_pixels)
+            mark = "✓" if row.same_label else "✗"
+            caption.value = (
+                f'<span class="mrl-neighbour" style="font-size:11px">#{row.neighbour} '
+                f"{html.escape(_short(row.label_name, 10))} {mark}<br>"
+                f"cos {row.similarity:.2f}</span>"
+            )
+
+    def _draw_cam(self) -> None:
+        if not self.cam_toggle.value:
+            self.cam_image.value = b""
+            self.cam_caption.value = "Grad-CAM off"
+            return
+        state = self.state
+        cam = state.cam(self.sample, self.size)
+        self.cam_image.value = _png(overlay_cam(state.image(self.sample), cam), 128)
+        self.cam_caption.value = f"{state.cam_method} at m={self.size} ({state.cam_target})"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # ---------------------------------------------------------- static figures
+
+    def snapshot_figures(self) -> dict[str, tuple[go.Figure, pd.DataFrame]]:
+        """The current state as static plotly figures with their tables (for headless runs).
+
+        ``{"overview": accuracy vs size + confusion matrix, "sample": the image, its CAM
+        and its neighbours}``.
+        """
+        state, m, i = self.state, self.size, self.sample
+        view = state.view(m, i, self.level.value)
+        return {
+            "overview": (self._overview_figure(view), state.accuracy_table()),
+            "sample": self._sample_figure(view),
+        }
+
+    def _overview_figure(self, view: ExplorerView) -> go.Figure:
+        state = self.state
+        acc = state.accuracy_table()
+        fig = make_subplots(
+            rows=1,
+            cols=2,
+            column_widths=[0.45, 0.55],
+            subplot_titles=(
+                "accuracy per size",
+                f"{view.level} confusion at m={view.size} (row-normalized)",
+            ),
+        )
+        for metric, frame in acc.groupby("metric", sort=False):
+            fig.add_trace(
+                go.Scatter(
+                    x=frame["truncate_dim"], y=frame["value"], mode="lines+markers", name=metric
+                ),
+                row=1,
+                col=1,
+            )
+        fig.add_vline(x=view.size, line_dash="dot", line_color="gray", row=1, col=1)
+        heat = confusion_figure(view.confusion, view.confusion_labels).data[0]
+        heat.showscale = False
+        fig.add_trace(heat, row=1, col=2)
+        fig.update_xaxes(type="log", title="size m", row=1, col=1)
+        fig.update_yaxes(title="accuracy", range=[0, 1.02], row=1, col=1)
+        fig.update_yaxes(autorange="reversed", row=1, col=2)
+        fig.update_layout(
+            width=1100,
+            height=480,
+            title=f"{state.kind} explorer at m={view.size}: accuracy {_fmt(view.accuracy)}",
+            legend={"orientation": "h", "y": -0.2},
+        )
+        return fig
+
+    def _sample_figure(self, view: ExplorerView) -> tuple[go.Figure, pd.DataFrame]:
+        state = self.state
+        i, names = view.sample, state.class_names
+        table = pd.concat(
+            [
+                view.top.assign(kind="top-5", sample_index=i)[
+                    ["kind", "sample_index", "rank", "class", "name", "probability"]
+                ],
+                view.neighbours.assign(
+                    kind="neighbour",
+                    sample_index=view.neighbours["neighbour"],
+                    rank=np.arange(1, len(view.neighbours) + 1),
+                    name=view.neighbours["label_name"],
+                )[["kind", "sample_index", "rank", "label", "name", "similarity"]].rename(
+                    columns={"label": "class"}
+                ),
+            ],
+            ignore_index=True,
+        )
+        panels: list[tuple[str, np.ndarray]] = []
+        if state.dataset is not None:
+            image = state.image(i)
+            panels.append((f"#{i}: {names[state.labels[i]]}", image_to_rgb(image)))
+            if self.cam_toggle.value:
+                cam = overlay_cam(image, state.cam(i, view.size))
+                panels.append((f"{state.cam_method} at m={view.size}", cam / 255.0))
+            for row in view.neighbours.itertuples():
+                rgb = image_to_rgb(state.image(row.neighbour))
+                panels.append((f"#{row.neighbour} {_short(row.label_name, 10)}", rgb))
+        cols = max(1, len(panels)) + 1
+        fig = make_subplots(
+            rows=1,
+            cols=cols,
+            column_widths=[1] * (cols - 1) + [2],
+            subplot_titles=[t for t, _ in panels] + [f"top-5 at m={view.size}"],
+            horizontal_spacing=0.01,
+        )
+        for j, (_, rgb) in enumerate(panels):
+            z = np.round(np.asarray(rgb) * 255).astype(np.uint8)
+            fig.add_trace(go.Image(z=z, hoverinfo="skip"), row=1, col=j + 1)
+            fig.update_xaxes(visible=False, row=1, col=j + 1)
+            fig.update_yaxes(visible=False, row=1, col=j + 1)
+        fig.add_trace(
+            go.Bar(
+                x=view.top["probability"],
+                y=view.top["name"],
+                orientation="h",
+                marker_color=np.where(view.top["is_label"], "#1a7f37", "#8c959f").tolist(),
+                showlegend=False,
+            ),
+            row=1,
+            col=cols,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=cols)
+        fig.update_xaxes(range=[0, 1], row=1, col=cols)
+        for annotation in fig.layout.annotations:
+            annotation.font = {"size": 10}
+        fig.update_layout(
+            width=max(700, 120 * cols + 200),
+            height=280,
+            title=f"sample {i} at m={view.size}: prediction {view.top['name'].iloc[0]}",
+            margin={"t": 80},
+        )
+        return fig, table
+
+
+def explore(
+    cache: Any,
+    *,
+    model: torch.nn.Module | None = None,
+    images: Any = None,
+    size: int | None = None,
+    sample: int | None = None,
+    level: Level = "fine",
+    show_cam: bool = True,
+    **state_options: Any,
+) -> Explorer:
+    """An :class:`Explorer` over ``cache`` (see :class:`ExplorerState` for the options)."""
+    state = ExplorerState(cache, model=model, images=images, **state_options)
+    return Explorer(state, size=size, sample=sample, level=level, show_cam=show_cam)
+
+
+def measure_updates(
+    explorer: Explorer, sizes: Sequence[int], samples: Sequence[int]
+) -> pd.DataFrame:
+    """Seconds per :meth:`Explorer.refresh` over (size, sample) pairs (CAM separately)."""
+    rows = []
+    for m, i in zip(sizes, samples, strict=True):
+        explorer._busy = True
+        explorer.size_slider.value, explorer.sample_box.value = int(m), int(i)
+        explorer._busy = False
+        explorer.refresh()
+        rows.append({"truncate_dim": int(m), "sample": int(i), **explorer.timings})
+    return pd.DataFrame(rows)
