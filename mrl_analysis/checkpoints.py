@@ -294,6 +294,9 @@ def load_model(
             "source": "official MRL release (Kusupati et al. 2022)",
             "layout": layout,
             "file": path.name,
+            # The registry's ImageNet eval transform is the authors' one, so a re-saved copy
+            # of this model keeps its transform.
+            "dataset": "imagenet",
         }
         transform = official_transform()
         origin = f"the authors' {layout} layout"

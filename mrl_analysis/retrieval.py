@@ -1054,7 +1054,7 @@ def synthetic_nested(
     num_classes: int = 1000,
     *,
     decay: float = 1.0,
-    noise: float = 1.4,
+    noise: float = 1.0,
     normalize: bool = False,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
