@@ -32,8 +32,10 @@ from mrl_analysis.superclass import SuperclassMap
 __all__ = [
     "DIRECTIONS",
     "cache_disagreements",
+    "case_labels",
     "cache_superclass_map",
     "disagreement_summary",
+    "disagreement_summary_figure",
     "find_disagreements",
     "pairwise_disagreement",
     "pairwise_disagreement_figure",
@@ -197,6 +199,38 @@ def disagreement_summary(table: pd.DataFrame, **labels: Any) -> pd.DataFrame:
     return counts
 
 
+def disagreement_summary_figure(summary: pd.DataFrame) -> go.Figure:
+    """Bars of :func:`disagreement_summary`: cases per direction, split by confusion."""
+    lo, hi = int(summary["small_dim"].iloc[0]), int(summary["large_dim"].iloc[0])
+    fig = px.bar(
+        summary,
+        x="direction",
+        y="n",
+        color="confusion",
+        text="n",
+        category_orders={"direction": list(DIRECTIONS)},
+        labels={"n": "samples", "direction": ""},
+    )
+    fig.update_xaxes(
+        tickvals=list(DIRECTIONS),
+        ticktext=[f"wrong at {lo}, right at {hi}", f"right at {lo}, wrong at {hi}"],
+    )
+    fig.update_layout(title=f"Disagreements between sizes {lo} and {hi}")
+    return fig
+
+
+def case_labels(table: pd.DataFrame) -> list[str]:
+    """One short label per :func:`find_disagreements` row (for figure rows)."""
+    names = table["label_name"] if "label_name" in table else table["label"].astype(str)
+    confusion = table["confusion"].map(lambda c: f", {c}" if isinstance(c, str) else "")
+    return [
+        f"#{i} {name}<br>{d}{c}"
+        for i, name, d, c in zip(
+            table["sample_index"], names, table["direction"], confusion, strict=True
+        )
+    ]
+
+
 def pairwise_disagreement(
     logits: np.ndarray, labels: np.ndarray, nesting: Sequence[int], **labels_: Any
 ) -> pd.DataFrame:
@@ -291,7 +325,10 @@ def cache_disagreements(
         logits, sizes = cache.logits(), nesting
     else:
         sizes = sorted({*nesting, lo, hi})
-        logits = np.stack([cache.logits_at(m) for m in sizes])
+        trained = cache.logits()  # the model's own logits wherever a size was trained
+        logits = np.stack(
+            [trained[nesting.index(m)] if m in nesting else cache.logits_at(m) for m in sizes]
+        )
     if smap is None:
         smap = cache_superclass_map(cache.hierarchy, cache.class_ids)
     return find_disagreements(

@@ -54,6 +54,7 @@ __all__ = [
     "confusion_png",
     "load_inputs",
     "measure_updates",
+    "sample_positions",
 ]
 
 Level = Literal["fine", "superclass"]
@@ -90,6 +91,18 @@ def load_inputs(
     )
     bundle = get_dataset(dataset, split, root=data_root)
     return load_model(models[model]), bundle, caches[model][split]
+
+
+def sample_positions(bundle: Any, sample_ids: Sequence[str]) -> np.ndarray:
+    """Positions in ``bundle.dataset`` of the samples ``sample_ids`` (e.g. a cache's)."""
+    positions = pd.Index(list(bundle.sample_ids)).get_indexer(pd.Index(list(sample_ids)))
+    if (positions < 0).any():
+        missing = np.asarray(sample_ids)[positions < 0][:3].tolist()
+        raise ValueError(
+            f"{int((positions < 0).sum())} samples (e.g. {missing}) are not in the dataset "
+            "given: load the split the cache was built from"
+        )
+    return positions.astype(np.int64)
 
 
 @dataclass
@@ -156,7 +169,12 @@ class ExplorerState:
         self.dataset, self.positions = self._match_images(images)
         # The one pass over all nesting sizes; everything else is per size, on demand.
         self.predictions = np.argmax(cache.logits(), axis=2)  # [G, N]
+        # float32 in memory once: every size is a view of it (a float16 cache would
+        # otherwise be converted again at each new size).
+        self.features = cache.features()
+        self._head = cache.head() if self.kind == "mrl-e" else None
         self._logits: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._predictions: dict[int, np.ndarray] = {}
         self._cams: dict[tuple[int, int], np.ndarray] = {}
         self._normalized = lru_cache(maxsize=4)(self._normalized_features)
         self._disagreements = lru_cache(maxsize=32)(self._disagreement_table)
@@ -167,15 +185,7 @@ class ExplorerState:
         if images is None:
             return None, None
         if hasattr(images, "dataset") and hasattr(images, "sample_ids"):
-            known = pd.Index(list(images.sample_ids))
-            positions = known.get_indexer(pd.Index(self.cache.sample_ids))
-            if (positions < 0).any():
-                missing = np.asarray(self.cache.sample_ids)[positions < 0][:3].tolist()
-                raise ValueError(
-                    f"{int((positions < 0).sum())} cached samples (e.g. {missing}) are not in "
-                    "the dataset given: load the split the cache was built from"
-                )
-            return images.dataset, positions
+            return images.dataset, sample_positions(images, self.cache.sample_ids)
         if len(images) != self.n:
             raise ValueError(
                 f"the dataset has {len(images)} samples and the cache {self.n}: pass the "
@@ -207,17 +217,21 @@ class ExplorerState:
         if m in self.nesting:
             out = np.asarray(self.cache.logits()[self.nesting.index(m)], dtype=np.float32)
         else:
-            out = self.cache.logits_at(m)
+            weight, bias = self._head
+            out = self.features[:, :m] @ weight[:, :m].T + bias
         self._logits[m] = out
         if len(self._logits) > 16:
             self._logits.popitem(last=False)
         return out
 
     def predictions_at(self, size: int) -> np.ndarray:
+        """Predicted classes ``[N]`` at ``size``."""
         m = self.check_size(size)
         if m in self.nesting:
             return self.predictions[self.nesting.index(m)]
-        return self.logits(m).argmax(axis=1)
+        if m not in self._predictions:
+            self._predictions[m] = self.logits(m).argmax(axis=1)
+        return self._predictions[m]
 
     def accuracy(self, size: int) -> tuple[float, float | None]:
         """``(accuracy, superclass accuracy)`` at ``size`` (the latter None without a map)."""
@@ -278,14 +292,22 @@ class ExplorerState:
         )
 
     def _normalized_features(self, m: int) -> np.ndarray:
-        return np.ascontiguousarray(self.cache.features(m, normalize=True))
+        x = self.features[:, :m]
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        return x / np.maximum(norms, np.finfo(np.float32).tiny)[:, None]
 
     def neighbours(self, sample: int, size: int) -> pd.DataFrame:
         """Nearest neighbours of ``sample`` among the eval set at ``size`` (faiss, cosine)."""
         i, m = self.check_sample(sample), self.check_size(size)
         base = self._normalized(m)
         k = min(self.n_neighbours + 1, self.n)
-        sims, idx = faiss.knn(base[i : i + 1], base, k, metric=faiss.METRIC_INNER_PRODUCT)
+        # One query gains nothing from OpenMP, whose thread wake-ups cost ~30 ms on a busy box.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            sims, idx = faiss.knn(base[i : i + 1], base, k, metric=faiss.METRIC_INNER_PRODUCT)
+        finally:
+            faiss.omp_set_num_threads(threads)
         keep = idx[0] != i
         idx, sims = idx[0][keep][: self.n_neighbours], sims[0][keep][: self.n_neighbours]
         preds = self.predictions_at(m)[idx]
@@ -368,7 +390,7 @@ def _png(rgb: np.ndarray, min_pixels: int = 0) -> bytes:
     if factor > 1:
         img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="png")
+    img.save(buf, format="png", compress_level=1)
     return buf.getvalue()
 
 
@@ -419,7 +441,7 @@ def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300
                     x = left + p * cell + 3
                     draw.text((x, top + c * cell + cell // 2 - 5), str(value), fill=color)
     buf = io.BytesIO()
-    canvas.save(buf, format="png")
+    canvas.save(buf, format="png", compress_level=1)
     return buf.getvalue()
 
 
@@ -712,7 +734,7 @@ class Explorer:
         heat = confusion_figure(view.confusion, view.confusion_labels).data[0]
         heat.showscale = False
         fig.add_trace(heat, row=1, col=2)
-        fig.update_xaxes(type="log", title="size m", row=1, col=1)
+        fig.update_xaxes(type="log", title="size m", tickvals=state.nesting, row=1, col=1)
         fig.update_yaxes(title="accuracy", range=[0, 1.02], row=1, col=1)
         fig.update_yaxes(autorange="reversed", row=1, col=2)
         fig.update_layout(
@@ -769,6 +791,12 @@ class Explorer:
             go.Bar(
                 x=view.top["probability"],
                 y=view.top["name"],
+                text=[
+                    f"{n} {p:.2f}"
+                    for n, p in zip(view.top["name"], view.top["probability"], strict=True)
+                ],
+                textposition="outside",
+                cliponaxis=False,
                 orientation="h",
                 marker_color=np.where(view.top["is_label"], "#1a7f37", "#8c959f").tolist(),
                 showlegend=False,
@@ -776,7 +804,7 @@ class Explorer:
             row=1,
             col=cols,
         )
-        fig.update_yaxes(autorange="reversed", row=1, col=cols)
+        fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=cols)
         fig.update_xaxes(range=[0, 1], row=1, col=cols)
         for annotation in fig.layout.annotations:
             annotation.font = {"size": 10}

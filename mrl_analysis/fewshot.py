@@ -9,8 +9,9 @@ NCM convention, shared with :mod:`mrl_analysis.fluid`: features are truncated to
 ``m`` columns and L2-normalized *after* truncation (a zero vector stays zero); a class mean
 is the average of its normalized samples. ``metric="cosine"`` (default, as in Meta-Baseline,
 Chen et al. 2021, which the paper cites for NCM) scores a query by its cosine similarity to
-each mean; ``metric="euclidean"`` by the (negated) squared distance between the normalized
-query and the unnormalized mean. Ties go to the class listed first.
+each mean; ``metric="euclidean"`` by the negated squared distance between the normalized
+query and the mean (an average of unit vectors, not renormalized). Ties go to the class
+listed first (the lowest label in FLUID).
 
 Both settings of the issue are the same computation on different inputs:
 
@@ -41,7 +42,6 @@ ci95          half-width of the 95% confidence interval of the mean (%)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,18 +50,22 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from mrl_analysis.accuracy import model_display_name
+
 Metric = Literal["cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 COLUMNS = ["model", "truncate_dim", "shots", "ways", "queries", "episodes", "accuracy", "ci95"]
 
-# Gathered support + query features of one chunk of episodes stay below ~128 MB (float32).
-_CHUNK_ELEMENTS = 1 << 25
+# Random keys drawn at once when sampling episodes (~128 MB of float64).
+_SAMPLE_ELEMENTS = 1 << 24
+# Gathered features of one chunk of episodes (~4 MB of float32): the per-size passes over a
+# chunk then run in cache, which measured faster than larger chunks.
+_SCORE_ELEMENTS = 1 << 20
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
@@ -78,9 +82,10 @@ def check_features(features: np.ndarray, name: str = "features") -> np.ndarray:
     return x
 
 
-def check_labels(labels: np.ndarray, n: int, name: str = "labels") -> np.ndarray:
-    """``labels`` as int64 ``[n]`` of non-negative class labels."""
+def check_labels(labels: np.ndarray, n: int | None = None, name: str = "labels") -> np.ndarray:
+    """``labels`` as int64 ``[n]`` (any length if ``n`` is None) of non-negative labels."""
     y = np.asarray(labels)
+    n = y.shape[0] if n is None and y.ndim == 1 else n
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(
             f"{name} must be a 1-D array with one label per sample ({n}), got shape {y.shape}"
@@ -140,24 +145,13 @@ def safe_norms(norms: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def single_threaded() -> Iterator[None]:
-    """Run BLAS and torch on one thread inside the block, restoring the settings after.
+    """Run BLAS on one thread inside the block, restoring the setting after.
 
     Both learners issue many small products (one per chunk and size); on a shared 2-core
-    machine, thread hand-offs made them 3-10x slower in wall time than one thread.
+    machine, BLAS thread hand-offs made them 3-10x slower in wall time than one thread.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def line_name(model: object) -> str:
-    """Legend line a model belongs to: every ``FF-k`` model joins one ``"FF"`` line."""
-    name = str(model)
-    return "FF" if re.fullmatch(r"(?i)ff[-_ ]?\d*", name.strip()) else name
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 # --------------------------------------------------------------------------- episodes
@@ -231,7 +225,7 @@ def sample_episodes(
     needs ``shots + queries`` samples. The whole draw is vectorized: classes by sorting
     random keys per episode, samples by a partial sort of random keys per (episode, class).
     """
-    labels = check_labels(labels, len(np.asarray(labels)))
+    labels = check_labels(labels)
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
     if n_episodes < 1:
@@ -269,8 +263,8 @@ def sample_episodes(
     cls = pool[pick]  # [E, k] positions into `chosen`
     per = shots + q
     width = int(counts[pool].max())
-    kth = [shots - 1, per - 1] if shots < per else [per - 1]
-    rows = max(1, _CHUNK_ELEMENTS // (k * width))
+    kth = [shots - 1, per - 1]
+    rows = max(1, _SAMPLE_ELEMENTS // (k * width))
     positions = np.empty((n_episodes, k, per), dtype=np.int64)
     for lo in range(0, n_episodes, rows):
         c = cls[lo : lo + rows]
@@ -303,19 +297,18 @@ def episode_accuracy(
     """NCM accuracy (fraction) of every episode at every size: ``[len(nesting), E]``.
 
     Episodes are processed in chunks; within a chunk the support and query features are
-    gathered once and each size reads a prefix of them. The batched products run in torch
-    (numpy's stacked matmul is several times slower on many small matrices), in the
-    precision of ``features`` (float32 from a cache, float64 stays float64).
+    gathered once and each size reads a prefix of them, in the precision of ``features``
+    (float32 from a cache; float64 stays float64).
     """
     x = check_features(features)
     sizes = check_nesting(nesting, x.shape[1])
     check_metric(metric)
     dtype = np.float64 if x.dtype == np.float64 else np.float32
     # Samples recur across episodes: their norms at every size are computed once.
-    norms = torch.from_numpy(safe_norms(prefix_norms(x, sizes)).astype(dtype))  # [G, N]
+    norms = safe_norms(prefix_norms(x, sizes)).astype(dtype)  # [G, N]
     out = np.empty((len(sizes), episodes.n_episodes), dtype=np.float64)
     per_episode = episodes.ways * (episodes.shots + episodes.queries) * sizes[-1]
-    rows = max(1, _CHUNK_ELEMENTS // per_episode)
+    rows = max(1, _SCORE_ELEMENTS // per_episode)
     starts = range(0, episodes.n_episodes, rows)
     with single_threaded():
         for lo in tqdm(starts, desc="few-shot episodes", leave=False, disable=not progress):
@@ -329,32 +322,32 @@ def _chunk_accuracy(
     episodes: Episodes,
     chunk: slice,
     sizes: list[int],
-    norms: torch.Tensor,
+    norms: np.ndarray,
     metric: str,
     dtype: type,
 ) -> np.ndarray:
     k, n, q = episodes.ways, episodes.shots, episodes.queries
     support = episodes.support[chunk]  # [B, k, n]
     query = episodes.query[chunk].reshape(len(support), k * q)  # [B, kq]
-    # numpy gathers (works on memory-mapped caches); torch shares the gathered copies.
-    sup = torch.from_numpy(np.asarray(x[support, : sizes[-1]], dtype=dtype))
-    qry = torch.from_numpy(np.asarray(x[query, : sizes[-1]], dtype=dtype))
-    support_t, query_t = torch.from_numpy(support), torch.from_numpy(query)
-    truth = torch.arange(k).repeat_interleave(q)
+    # Plain row gathers when every column is used: twice as fast as a mixed index.
+    cols = slice(None) if sizes[-1] == x.shape[1] else slice(sizes[-1])
+    sup = np.asarray(x[support][..., cols], dtype=dtype)
+    qry = np.asarray(x[query][..., cols], dtype=dtype)
+    truth = np.repeat(np.arange(k), q)
     out = np.empty((len(sizes), len(support)))
     for g, m in enumerate(sizes):
-        means = (sup[..., :m] / norms[g][support_t][..., None]).sum(2) / n  # [B, k, m]
-        queries = qry[..., :m] / norms[g][query_t][..., None]  # [B, kq, m]
+        means = (sup[..., :m] / norms[g][support][..., None]).sum(axis=2) / n  # [B, k, m]
+        queries = qry[..., :m] / norms[g][query][..., None]  # [B, kq, m]
         # means @ queries^T is several times faster than the transposed product for these
         # skinny shapes (k rows against k*q columns).
-        dots = torch.bmm(means, queries.transpose(1, 2))  # [B, k, kq]
-        sq = torch.einsum("bkd,bkd->bk", means, means)
+        dots = np.matmul(means, queries.transpose(0, 2, 1))  # [B, k, kq]
+        sq = np.einsum("bkd,bkd->bk", means, means)
         if metric == "cosine":
-            norm = sq.sqrt()
-            scores = dots / torch.where(norm > 0, norm, 1.0)[..., None]
+            norm = np.sqrt(sq)
+            scores = dots / np.where(norm > 0, norm, 1.0)[..., None]
         else:
             scores = 2.0 * dots - sq[..., None]
-        out[g] = (scores.argmax(1) == truth).double().mean(-1).numpy()
+        out[g] = (scores.argmax(axis=1) == truth).mean(axis=-1)
     return out
 
 
@@ -385,7 +378,10 @@ def fewshot_accuracy(
 
     ``ways`` entries of ``None`` mean all classes; way counts resolving to the same number
     are evaluated once. Each (shots, ways) grid point draws its own episodes from a seed
-    derived from ``(seed, shots, ways, queries)``.
+    derived from ``(seed, shots, ways, queries)``. An episode costs about
+    ``k * (k * q) * sum(nesting)`` multiply-adds: "all classes" on many classes is costly, and
+    its episodes vary less (only the samples change), so give it fewer episodes in a call of
+    its own.
     """
     x = check_features(features)
     y = check_labels(labels, x.shape[0])
@@ -436,7 +432,7 @@ def _check_table(table: pd.DataFrame, needed: set[str], source: str) -> None:
 def saturation_sizes(table: pd.DataFrame, tolerance: float = 0.5) -> pd.DataFrame:
     """The smallest size within ``tolerance`` points of the largest size's accuracy.
 
-    Computed per line (``line_name``: FF-k models form one "FF" line), shots, ways and any
+    Computed per line (``model_display_name``: FF-k models form one "FF" line), shots, ways and any
     other key columns of ``table`` (e.g. a ``setting`` column the caller added). Columns:
     the keys, ``saturation_dim``, ``accuracy`` at it, ``largest_dim`` and
     ``largest_accuracy``. The paper's example: 1-shot saturates at 32 dims (Table 15).
@@ -444,7 +440,7 @@ def saturation_sizes(table: pd.DataFrame, tolerance: float = 0.5) -> pd.DataFram
     _check_table(table, {"model", "truncate_dim", "accuracy"}, "fewshot_accuracy")
     if tolerance < 0:
         raise ValueError(f"tolerance is in accuracy points and must be >= 0, got {tolerance}")
-    data = table.assign(model=table["model"].map(line_name))
+    data = table.assign(model=table["model"].map(model_display_name))
     keys = [c for c in data.columns if c not in ("truncate_dim", "accuracy", "ci95")]
     rows = []
     for key, group in data.groupby(keys, sort=False, dropna=False):
@@ -484,12 +480,12 @@ def plot_fewshot(table: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Few-shot accuracy vs size (log-2 x axis) with 95% CI bands.
 
     One panel per way count, one colour per shot count, one dash style per line
-    (:func:`line_name`; FF-k models join into one "FF" line).
+    (:func:`model_display_name`; FF-k models join into one "FF" line).
     """
     _check_table(
         table, {"model", "truncate_dim", "shots", "ways", "accuracy", "ci95"}, "fewshot_accuracy"
     )
-    data = table.assign(line=table["model"].map(line_name))
+    data = table.assign(line=table["model"].map(model_display_name))
     ways = sorted(data["ways"].unique())
     shots = sorted(data["shots"].unique())
     lines = list(dict.fromkeys(data["line"]))
@@ -515,6 +511,7 @@ def plot_fewshot(table: pd.DataFrame, title: str | None = None) -> go.Figure:
                     go.Scatter(
                         x=x + x[::-1],
                         y=hi + lo[::-1],
+                        mode="lines",
                         fill="toself",
                         fillcolor=_rgba(colors[s], 0.15),
                         line={"width": 0},

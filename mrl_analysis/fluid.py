@@ -58,13 +58,13 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
+from mrl_analysis.accuracy import model_display_name
 from mrl_analysis.fewshot import (
     Metric,
     check_features,
     check_labels,
     check_metric,
     check_nesting,
-    line_name,
     prefix_norms,
     safe_norms,
     single_threaded,
@@ -180,12 +180,15 @@ def _class_weights(n_classes: int, distribution: str, alpha: float, rng) -> np.n
     return weights / weights.sum()
 
 
-def _largest_remainder(weights: np.ndarray, n: int) -> np.ndarray:
+def _largest_remainder(weights: np.ndarray, n: int, cap: np.ndarray) -> np.ndarray:
+    """Integer counts summing to ``n``, proportional to ``weights``, never above ``cap``."""
     exact = weights * n
-    counts = np.floor(exact).astype(np.int64)
+    counts = np.minimum(np.floor(exact).astype(np.int64), cap)
     short = n - int(counts.sum())
     if short:
-        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+        # Rounding up never takes a class past its cap (float error at n = longest could).
+        room = np.where(counts < cap, exact - counts, -np.inf)
+        counts[np.argsort(-room, kind="stable")[:short]] += 1
     return counts
 
 
@@ -204,7 +207,7 @@ def make_stream(
     ``n_samples=None`` gives the longest stream the pool allows; a longer request raises,
     naming the class that runs out.
     """
-    pool = check_labels(labels, len(np.asarray(labels)), "labels")
+    pool = check_labels(labels)
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}: use one of {DISTRIBUTIONS}")
     if alpha <= 0:
@@ -232,21 +235,19 @@ def make_stream(
             f"pool has only {available[worst]} of its samples; use a smaller n_samples or "
             "alpha, or a larger pool"
         )
-    counts = _largest_remainder(weights, n)
-    members = np.isin(pool, classes)
-    rows = np.flatnonzero(members)
+    counts = _largest_remainder(weights, n, available)
+    rows = np.flatnonzero(np.isin(pool, classes))
     # A random order within each class (random keys, then class): the first count_c rows
     # of each class block are a uniform sample without replacement.
     rows = rows[np.lexsort((rng.random(rows.size), pool[rows]))]
-    starts = np.concatenate([[0], np.cumsum(available)[:-1]])
-    take = np.concatenate([starts[c] + np.arange(counts[c]) for c in range(classes.size)])
-    chosen = rng.permutation(rows[take])
-    pretrain = np.intersect1d(classes, np.asarray(pretrain_classes, dtype=np.int64))
+    block_start = np.repeat(np.cumsum(available) - available, counts)
+    rank = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+    chosen = rng.permutation(rows[block_start + rank])
     return FluidStream(
         indices=chosen,
         labels=pool[chosen],
-        pretrain_classes=pretrain,
-        novel_classes=np.setdiff1d(classes, pretrain),
+        pretrain_classes=np.asarray(pretrain_classes, dtype=np.int64),
+        novel_classes=np.asarray(novel_classes, dtype=np.int64),
         distribution=distribution,
         alpha=float(alpha),
         seed=seed,
@@ -377,7 +378,7 @@ def _predict_block(
         dot = dot.astype(np.float64, copy=False)
         step_inc = 2.0 * dot[steps, yb] + own
         inc = dense * step_inc[:, None]
-        norm2 = sq[g] + 0 * inc
+        norm2 = sq[g] + np.cumsum(inc, axis=0) - inc
         scores = _scores(dot, norm2, seen, metric)
         scores[~known] = -np.inf
         preds[g] = np.where(any_known, classes[scores.argmax(axis=1)], -1)
@@ -400,15 +401,18 @@ def _scores(dot: np.ndarray, norm2: np.ndarray, seen: np.ndarray, metric: str) -
 # --------------------------------------------------------------------------- tables
 
 
-def _check_predictions(predictions: np.ndarray, stream: FluidStream, nesting) -> np.ndarray:
+def _check_predictions(
+    predictions: np.ndarray, stream: FluidStream, nesting: Sequence[int]
+) -> tuple[np.ndarray, list[int]]:
+    """Predictions and their sizes, in the (sorted) row order of :func:`fluid_predictions`."""
     preds = np.asarray(predictions)
-    sizes = [int(m) for m in nesting]
+    sizes = sorted({int(m) for m in nesting})
     if preds.shape != (len(sizes), len(stream)):
         raise ValueError(
             f"predictions have shape {preds.shape}, expected (len(nesting), len(stream)) = "
             f"({len(sizes)}, {len(stream)}); pass the output of fluid_predictions"
         )
-    return preds
+    return preds, sizes
 
 
 def fluid_accuracy(
@@ -421,7 +425,7 @@ def fluid_accuracy(
 ) -> pd.DataFrame:
     """Accuracy (%) per category and size (Table 16): columns ``model, truncate_dim,
     category, accuracy, n_classes, n_samples``; a category without classes has NaN."""
-    preds = _check_predictions(predictions, stream, nesting)
+    preds, sizes = _check_predictions(predictions, stream, nesting)
     table = stream.class_table(head_threshold)
     classes = stream.classes
     target = np.searchsorted(classes, stream.labels)
@@ -429,7 +433,7 @@ def fluid_accuracy(
     counts = table["count"].to_numpy()
     present = counts > 0
     rows = []
-    for g, m in enumerate(int(s) for s in nesting):
+    for g, m in enumerate(sizes):
         hits = np.bincount(target, weights=correct[g], minlength=classes.size)
         per_class = np.divide(hits, counts, out=np.full(classes.size, np.nan), where=present)
         for category in CATEGORIES:
@@ -469,7 +473,7 @@ def fluid_learning_curve(
     ``window_accuracy`` over the last ``window`` steps (default: 5% of the stream). Both are
     NaN where the group has no sample yet.
     """
-    preds = _check_predictions(predictions, stream, nesting)
+    preds, sizes = _check_predictions(predictions, stream, nesting)
     n = len(stream)
     if n == 0:
         raise ValueError("the stream is empty")
@@ -490,7 +494,7 @@ def fluid_learning_curve(
         with np.errstate(divide="ignore", invalid="ignore"):
             cumulative = 100.0 * hits[:, steps] / seen[steps]
             windowed = 100.0 * (hits[:, steps] - hits[:, lo]) / (seen[steps] - seen[lo])
-        for g, m in enumerate(int(s) for s in nesting):
+        for g, m in enumerate(sizes):
             frames.append(
                 pd.DataFrame(
                     {
@@ -529,10 +533,9 @@ def evaluate_fluid(
         metric=metric,
         progress=progress,
     )
-    sizes = check_nesting(nesting, np.asarray(features).shape[1])
     return (
-        fluid_accuracy(preds, stream, sizes, head_threshold=head_threshold, model=model),
-        fluid_learning_curve(preds, stream, sizes, points=points, model=model),
+        fluid_accuracy(preds, stream, nesting, head_threshold=head_threshold, model=model),
+        fluid_learning_curve(preds, stream, nesting, points=points, model=model),
     )
 
 
@@ -545,7 +548,7 @@ def _check_table(table: pd.DataFrame, needed: set[str], source: str) -> pd.DataF
         raise ValueError(f"table lacks columns {sorted(missing)}; pass a table from {source}")
     if table.empty:
         raise ValueError(f"table is empty; pass a table from {source}")
-    return table.assign(line=table["model"].map(line_name))
+    return table.assign(line=table["model"].map(model_display_name))
 
 
 def plot_fluid_heatmap(table: pd.DataFrame, title: str | None = None) -> go.Figure:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -62,9 +63,11 @@ __all__ = [
     "cam_metric_summary",
     "cam_method",
     "cam_rank_similarity",
+    "cam_summary_figure",
     "dataset_cams",
     "default_target_layer",
     "image_to_rgb",
+    "load_images",
     "overlay_cam",
     "size_cams",
 ]
@@ -397,6 +400,20 @@ def size_cams(
     return SizeCams(cams=cams, sizes=chosen, table=table, method=name, target_layer=target_layer)
 
 
+def load_images(
+    dataset: Dataset, indices: Sequence[int] | np.ndarray
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``(images [n, C, H, W], labels [n])`` of ``dataset[i]`` for ``i`` in ``indices``."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size == 0:
+        raise ValueError("indices is empty: choose at least one sample")
+    if indices.min() < 0 or indices.max() >= len(dataset):
+        raise ValueError(f"indices must lie in 0..{len(dataset) - 1} (the dataset's size)")
+    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=len(indices))
+    images, labels = next(iter(loader))
+    return images, torch.as_tensor(labels).numpy().astype(np.int64)
+
+
 def dataset_cams(
     model: nn.Module,
     dataset: Dataset,
@@ -557,6 +574,32 @@ def cam_metric_summary(table: pd.DataFrame, metrics: Sequence[str], **labels: An
 
 
 # ---------------------------------------------------------------------- figures
+
+
+def cam_summary_figure(summary: pd.DataFrame, title: str = "") -> go.Figure:
+    """Mean ± standard error per size of a :func:`cam_metric_summary` table, one panel per
+    metric (log-scaled size axis)."""
+    needed = {"truncate_dim", "metric", "mean", "sem"}
+    if not needed <= set(summary.columns):
+        raise ValueError(
+            f"not a cam_metric_summary table: it lacks {sorted(needed - set(summary))}"
+        )
+    color = "model" if "model" in summary.columns else None
+    fig = px.line(
+        summary,
+        x="truncate_dim",
+        y="mean",
+        error_y="sem",
+        color=color,
+        facet_col="metric",
+        markers=True,
+        log_x=True,
+        labels={"truncate_dim": "size m", "mean": "mean over images"},
+    )
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_xaxes(tickvals=sorted(summary["truncate_dim"].unique()))
+    fig.update_layout(title=title)
+    return fig
 
 
 def image_to_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:

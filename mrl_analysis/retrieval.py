@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -295,6 +296,9 @@ class Retriever:
     (``[N]``) are needed by the ``*_table`` functions. ``index`` is ``"flat"`` (exact) or
     ``"hnsw"`` (``faiss.IndexHNSWFlat`` with ``hnsw_m`` links, ``ef_construction`` and
     ``ef_search``, raised to ``k`` when a search asks for more). Reranking is always exact.
+    ``threads`` sets faiss's OpenMP threads for this retriever's builds, searches and
+    reranks (restored afterwards; ``None`` keeps faiss's global setting). Queries go to
+    faiss in blocks of ``batch_size``.
     """
 
     def __init__(
@@ -307,6 +311,7 @@ class Retriever:
         ef_construction: int = 40,
         ef_search: int = 128,
         batch_size: int = _QUERY_BATCH,
+        threads: int | None = None,
     ) -> None:
         db = np.asarray(database)
         if db.ndim != 2 or db.shape[0] == 0 or db.shape[1] == 0:
@@ -315,8 +320,10 @@ class Retriever:
             raise ValueError(f"database must hold floats, got dtype {db.dtype}")
         if index not in INDEX_KINDS:
             raise ValueError(f"unknown index {index!r}: use one of {INDEX_KINDS}")
-        if min(hnsw_m, ef_construction, ef_search, batch_size) < 1:
-            raise ValueError("hnsw_m, ef_construction, ef_search and batch_size must be >= 1")
+        if min(hnsw_m, ef_construction, ef_search, batch_size, threads or 1) < 1:
+            raise ValueError(
+                "hnsw_m, ef_construction, ef_search, batch_size and threads must be >= 1"
+            )
         self.database = db if db.dtype == np.float32 else db.astype(np.float32)
         self.labels = None if labels is None else _labels(labels, "labels", db.shape[0])
         self.index_kind: str = index
@@ -324,9 +331,22 @@ class Retriever:
         self.ef_construction = int(ef_construction)
         self.ef_search = int(ef_search)
         self.batch_size = int(batch_size)
+        self.threads = None if threads is None else int(threads)
         self._vectors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._hnsw: dict[int, faiss.IndexHNSWFlat] = {}
         self._built: dict[tuple[str, int], _Built] = {}
+
+    @contextmanager
+    def _faiss_threads(self) -> Iterator[None]:
+        if self.threads is None:
+            yield
+            return
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
 
     @property
     def size(self) -> int:
@@ -393,7 +413,8 @@ class Retriever:
             start = time.perf_counter()
             graph = faiss.IndexHNSWFlat(m, self.hnsw_m)
             graph.hnsw.efConstruction = self.ef_construction
-            graph.add(store)
+            with self._faiss_threads():
+                graph.add(store)
             h = graph.hnsw
             memory = (
                 store.nbytes + 4 * h.neighbors.size() + 8 * h.offsets.size() + 4 * h.levels.size()
@@ -444,12 +465,15 @@ class Retriever:
         if self.index_kind == "hnsw":
             graph = self._graph(m)
             graph.hnsw.efSearch = max(self.ef_search, k)
-            for a in range(0, q.shape[0], self.batch_size):
-                out[a : a + self.batch_size] = graph.search(q[a : a + self.batch_size], k)[1]
+            with self._faiss_threads():
+                for a in range(0, q.shape[0], self.batch_size):
+                    out[a : a + self.batch_size] = graph.search(q[a : a + self.batch_size], k)[1]
         else:
             store = self._store(m)[0]
-            for a in range(0, q.shape[0], self.batch_size):
-                out[a : a + self.batch_size] = faiss.knn(q[a : a + self.batch_size], store, k)[1]
+            with self._faiss_threads():
+                for a in range(0, q.shape[0], self.batch_size):
+                    block = q[a : a + self.batch_size]
+                    out[a : a + self.batch_size] = faiss.knn(block, store, k)[1]
         return out
 
     def rerank(
@@ -481,15 +505,16 @@ class Retriever:
             safe = np.ascontiguousarray(np.where(valid, block, 0), dtype=np.int64)
             ip = np.empty(safe.shape, dtype=np.float32)
             qb = q[a : a + self.batch_size]
-            faiss.fvec_inner_products_by_idx(
-                faiss.swig_ptr(ip),
-                faiss.swig_ptr(qb),
-                faiss.swig_ptr(store),
-                faiss.swig_ptr(safe),
-                m,
-                len(qb),
-                n_cand,
-            )
+            with self._faiss_threads():
+                faiss.fvec_inner_products_by_idx(
+                    faiss.swig_ptr(ip),
+                    faiss.swig_ptr(qb),
+                    faiss.swig_ptr(store),
+                    faiss.swig_ptr(safe),
+                    m,
+                    len(qb),
+                    n_cand,
+                )
             dist = qsq[a : a + self.batch_size, None] + sqnorms[safe] - 2.0 * ip
             dist[~valid] = np.inf
             order = np.argsort(dist, axis=1, kind="stable")
@@ -771,14 +796,21 @@ def evaluate_retrieval(
     ablation_sizes: Sequence[int] = DEFAULT_ABLATION_SIZES,
     hnsw_m: int = 32,
     ef_search: int = 128,
+    threads: int | None = None,
     progress: bool = True,
 ) -> RetrievalReport:
     """Everything for one model: single-shot at every size, adaptive for every ``Ds < Dr``
     in ``nesting``, funnels (:func:`default_funnels` unless given) and the shortlist-length
     ablation at ``ablation_dim`` (16 if in ``nesting``, else the nesting size nearest 16)
-    reranked at full size. The full size is added to ``nesting`` when missing."""
+    reranked at full size. The full size is added to ``nesting`` when missing. ``index``,
+    ``hnsw_m``, ``ef_search`` and ``threads`` go to :class:`Retriever`."""
     retriever = Retriever(
-        database, database_labels, index=index, hnsw_m=hnsw_m, ef_search=ef_search
+        database,
+        database_labels,
+        index=index,
+        hnsw_m=hnsw_m,
+        ef_search=ef_search,
+        threads=threads,
     )
     sizes = sorted({int(m) for m in nesting} | {retriever.dim})
     if sizes[0] < 1 or sizes[-1] > retriever.dim:
@@ -800,7 +832,9 @@ def evaluate_retrieval(
             retriever,
             queries,
             query_labels,
-            default_funnels(sizes) if funnels is None else funnels,
+            default_funnels(sizes, [min(k, retriever.size) for k in DEFAULT_FUNNEL_SHORTLISTS])
+            if funnels is None
+            else funnels,
             **common,
         ),
     ]

@@ -1,0 +1,359 @@
+"""Cache-level glue of the routing studies, on caches of hand-made logits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from mrl_analysis import wordnet
+from mrl_analysis.cache import embed_dataset
+from mrl_analysis.cascade import tradeoff_figure
+from mrl_analysis.checkpoints import load_model, save_checkpoint
+from mrl_analysis.datasets import get_dataset
+from mrl_analysis.experiment import build_caches, build_flipped_caches
+from mrl_analysis.models import build_model
+from mrl_analysis.router import router_study
+from mrl_analysis.routing_study import (
+    ScoreSet,
+    accuracy_tables,
+    at_sizes,
+    best_cap,
+    cascade_studies,
+    cascade_summary,
+    oracle_tables,
+    paired_by_size,
+    per_class_heatmap,
+    per_class_tables,
+    score_sets,
+    stack_ff,
+    superclass_map_for,
+    superclass_members,
+    superclass_tables,
+    tradeoff_points,
+)
+
+C = 4
+CLASS_IDS = ["cat", "dog", "car", "bus"]
+HIERARCHY = {"cat": "animal", "dog": "animal", "car": "vehicle", "bus": "vehicle"}
+LABELS = np.array([0, 1, 2, 3, 0, 2])
+# Predicted classes per size and sample; the logits put 3 on the prediction, 1 elsewhere.
+MRL_PREDS = np.array(
+    [
+        [1, 1, 3, 0, 0, 2],  # size 2: right on 1, 4, 5
+        [0, 1, 2, 2, 2, 3],  # size 8: right on 0, 1, 2
+        [0, 1, 2, 3, 1, 1],  # size 32: right on 0..3
+    ]
+)
+FF_PREDS = {8: np.array([1, 1, 2, 0, 0, 0]), 2: np.array([0, 0, 0, 0, 0, 0])}
+
+
+def _logits(preds: np.ndarray) -> np.ndarray:
+    return (1 + 2 * np.eye(C, dtype=np.float32)[preds]).astype(np.float32)
+
+
+class _LookupHead(nn.Module):
+    """Returns the hand-made logits of the samples whose index is feature 0."""
+
+    def __init__(self, logits: np.ndarray):
+        super().__init__()
+        self.register_buffer("table", torch.as_tensor(logits))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.table[:, features[:, 0].round().long()]
+
+
+class LookupModel(nn.Module):
+    """The model contract (nesting, kind, embed, fc) over a table of logits."""
+
+    def __init__(self, logits: np.ndarray, nesting: list[int], kind: str):
+        super().__init__()
+        self.nesting, self.kind, self.meta, self.config = nesting, kind, {}, {}
+        self.fc = _LookupHead(logits)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class IndexSet(Dataset):
+    def __init__(self, labels: np.ndarray):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i), 0.0, 1.0]), int(self.labels[i])
+
+
+@dataclass
+class Bundle:
+    dataset: Dataset
+    targets: np.ndarray
+    fingerprint: str
+    class_names: list[str]
+    class_ids: list[str]
+    hierarchy: dict[str, str] | None
+    split: str = "test"
+    transform: object = None
+
+
+def _bundle(labels=LABELS, hierarchy=HIERARCHY) -> Bundle:
+    return Bundle(
+        dataset=IndexSet(labels),
+        targets=labels,
+        fingerprint=f"hand-{labels.tolist()}",
+        class_names=[c.title() for c in CLASS_IDS],
+        class_ids=CLASS_IDS,
+        hierarchy=hierarchy,
+    )
+
+
+def _cache(tmp: Path, name: str, preds: np.ndarray, nesting, kind, bundle=None):
+    model = LookupModel(_logits(preds), list(nesting), kind)
+    return embed_dataset(model, bundle or _bundle(), tmp / name, batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("caches")
+    return {
+        "FF-8": _cache(tmp, "ff8", FF_PREDS[8][None], [8], "ff"),
+        "MRL": _cache(tmp, "mrl", MRL_PREDS, [2, 8, 32], "mrl"),
+        "FF-2": _cache(tmp, "ff2", FF_PREDS[2][None], [2], "ff"),
+    }
+
+
+@pytest.fixture(scope="module")
+def sets(caches):
+    return score_sets(caches)
+
+
+def test_score_sets_stack_ff_models_by_size(caches, sets):
+    assert list(sets) == ["FF", "MRL"]  # FF takes the place of the first FF model
+    ff = sets["FF"]
+    assert ff.kind == "ff" and ff.nesting == [2, 8] and ff.sources == ("FF-2", "FF-8")
+    np.testing.assert_array_equal(ff.predictions(), np.stack([FF_PREDS[2], FF_PREDS[8]]))
+    np.testing.assert_array_equal(sets["MRL"].predictions(), MRL_PREDS)
+    np.testing.assert_array_equal(ff.labels, LABELS)
+    probs = ff.probabilities()
+    np.testing.assert_allclose(probs.sum(axis=2), 1, rtol=1e-6)
+    np.testing.assert_array_equal(probs.argmax(axis=2), ff.predictions())
+
+
+def test_stacking_refuses_mixed_splits_and_repeated_sizes(tmp_path, caches):
+    other = _cache(tmp_path, "other", FF_PREDS[2][None], [4], "ff", _bundle(LABELS[::-1].copy()))
+    with pytest.raises(ValueError, match="same eval split"):
+        score_sets({**caches, "FF-4": other})
+    twin = _cache(tmp_path, "twin", FF_PREDS[8][None], [8], "ff")
+    with pytest.raises(ValueError, match="share size"):
+        stack_ff({"FF-8": caches["FF-8"], "FF-8b": twin})
+    with pytest.raises(ValueError, match="FF-k caches only"):
+        stack_ff({"MRL": caches["MRL"]})
+    with pytest.raises(ValueError, match="non-FF model is named"):
+        score_sets({"FF": caches["MRL"], "FF-2": caches["FF-2"]})
+
+
+def test_superclass_map_sources(tmp_path, sets):
+    mrl = sets["MRL"]
+    assert superclass_map_for(mrl).names == ["animal", "vehicle"]
+    # A user file may name classes by display name; a third group splits the vehicles.
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"Cat": "pet", "Dog": "pet", "Car": "road", "Bus": "transit"}))
+    smap = superclass_map_for(mrl, path)
+    assert smap.names == ["pet", "road", "transit"]
+    np.testing.assert_array_equal(smap.index, [0, 0, 1, 2])
+    members = superclass_members(smap, mrl.class_names)
+    assert members["classes"].tolist() == ["Cat, Dog", "Car", "Bus"]
+    with pytest.raises(ValueError, match="not both"):
+        superclass_map_for(mrl, path, wordnet_depth=2)
+    with pytest.raises(ValueError, match="WordNet ids"):
+        superclass_map_for(mrl, wordnet_depth=2)
+    with pytest.raises(ValueError, match="stores no class hierarchy"):
+        superclass_map_for(replace(mrl, hierarchy=None))
+    with pytest.raises(ValueError, match="none of the classes"):
+        superclass_map_for(mrl, {"zebra": "animal"})
+
+
+def test_superclass_map_from_wordnet_depth(sets):
+    wnids = [w for w, _ in wordnet.imagenet1k_classes()[::250]]
+    s = replace(sets["MRL"], class_ids=wnids, class_names=wnids, hierarchy=None)
+    smap = superclass_map_for(s, wordnet_depth=4)
+    expected = wordnet.superclass_map(wnids, depth=4)
+    assert [smap.names[i] for i in smap.index] == [expected[w] for w in wnids]
+
+
+def test_superclass_tables_cover_every_model(sets):
+    smap = superclass_map_for(sets["MRL"])
+    overall, per_super = superclass_tables(sets, smap)
+    assert set(overall["model"]) == {"MRL", "FF"}
+    ff8 = overall[(overall.model == "FF") & (overall.truncate_dim == 8)].iloc[0]
+    # FF-8 predicts [1,1,2,0,0,0] for labels [0,1,2,3,0,2]: right on 1, 2, 4;
+    # superclass right on 0 (dog~cat), 1, 2, 4; errors 0, 3, 5: only 0 stays in animal.
+    assert ff8["fine_accuracy"] == pytest.approx(3 / 6)
+    assert ff8["superclass_accuracy"] == pytest.approx(4 / 6)
+    assert ff8["within_superclass_error_share"] == pytest.approx(1 / 3)
+    assert set(per_super["superclass"]) == {"animal", "vehicle"}
+    pair = paired_by_size(overall, "superclass_accuracy", "MRL", "FF")
+    assert pair["truncate_dim"].tolist() == [2, 8]
+    mrl8 = overall[(overall.model == "MRL") & (overall.truncate_dim == 8)].iloc[0]
+    row = pair.set_index("truncate_dim").loc[8]
+    assert row["difference"] == pytest.approx(mrl8["superclass_accuracy"] - 4 / 6)
+    with pytest.raises(ValueError, match="no rows for model"):
+        paired_by_size(overall, "superclass_accuracy", "MRL", "FF-9")
+
+
+def test_per_class_and_accuracy_tables(sets):
+    per_class = per_class_tables(sets)
+    cat = per_class[(per_class.model == "MRL") & (per_class.class_name == "Cat")]
+    # Cat samples 0 and 4: right at size 2 on sample 4, at 8 on sample 0, at 32 on sample 0.
+    assert cat["n_correct"].tolist() == [1, 1, 1]
+    mrl_ff = at_sizes(per_class, "MRL", [2, 8], "MRL @ FF sizes")
+    assert set(mrl_ff["truncate_dim"]) == {2, 8} and set(mrl_ff["model"]) == {"MRL @ FF sizes"}
+    with pytest.raises(ValueError, match="no rows at sizes"):
+        at_sizes(per_class, "MRL", [2, 16], "x")
+    acc = accuracy_tables(sets)
+    assert acc[acc.model == "MRL"]["accuracy"].tolist() == pytest.approx([3 / 6, 3 / 6, 4 / 6])
+    fig = per_class_heatmap(per_class[per_class.model == "MRL"])
+    assert list(fig.data[0].y) == ["Cat", "Dog", "Car", "Bus"]
+    with pytest.raises(ValueError, match="one model"):
+        per_class_heatmap(per_class)
+
+
+def test_oracle_tables_per_eval_set(sets):
+    flipped = {n: replace(s, logits=s.logits[::-1].copy()) for n, s in sets.items()}
+    summary, shares = oracle_tables({"test": sets, "test-flip": flipped})
+    assert len(summary) == 4 and set(summary["eval_set"]) == {"test", "test-flip"}
+    row = summary.set_index(["eval_set", "model"]).loc[("test", "MRL")]
+    # Any size right: samples 0..5 all (sample 3 at 32, sample 5 at 2).
+    assert row["oracle_accuracy"] == pytest.approx(1.0)
+    assert row["best_accuracy"] == pytest.approx(4 / 6)
+    ff = summary.set_index(["eval_set", "model"]).loc[("test", "FF")]
+    # FF-2 right on 0, 4; FF-8 on 1, 2, 4: the oracle over FF models gets 4 of 6.
+    assert ff["oracle_accuracy"] == pytest.approx(4 / 6)
+    mrl_shares = shares[(shares.model == "MRL") & (shares.eval_set == "test")]
+    assert mrl_shares["share"].tolist() == pytest.approx([3 / 6, 2 / 6, 1 / 6, 0])
+    # The same predictions in reverse size order route differently.
+    flip_shares = shares[(shares.model == "MRL") & (shares.eval_set == "test-flip")]
+    assert flip_shares["share"].tolist() == pytest.approx([4 / 6, 0, 2 / 6, 0])
+
+
+def _random_set(kind="mrl", g=4, n=300, seed=0, name="MRL") -> ScoreSet:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, C, n)
+    logits = rng.normal(size=(g, n, C)).astype(np.float32)
+    logits[:, np.arange(n), labels] += np.linspace(0.2, 2.0, g)[:, None]
+    return ScoreSet(
+        name=name,
+        kind=kind,
+        logits=logits,
+        labels=labels,
+        nesting=[2**i for i in range(1, g + 1)],
+        class_names=CLASS_IDS,
+        class_ids=CLASS_IDS,
+        hierarchy=HIERARCHY,
+        sources=(name,),
+    )
+
+
+def test_cascade_studies_with_and_without_tta():
+    sets = {"MRL": _random_set(), "MRL-E": _random_set("mrl-e", name="MRL-E")}
+    same = cascade_studies(sets, sets, n_splits=3)
+    assert list(same) == ["MRL-AC", "MRL-AC + flip TTA", "MRL-E-AC", "MRL-E-AC + flip TTA"]
+    # Averaging with identical "flipped" probabilities changes nothing.
+    pd.testing.assert_frame_equal(
+        same["MRL-AC"].results, same["MRL-AC + flip TTA"].results, check_exact=False
+    )
+    other = {n: _random_set(s.kind, seed=1, name=n) for n, s in sets.items()}
+    other = {n: replace(s, labels=sets[n].labels) for n, s in other.items()}
+    tta = cascade_studies(sets, other, n_splits=3)
+    assert not np.allclose(
+        tta["MRL-AC"].results["accuracy"], tta["MRL-AC + flip TTA"].results["accuracy"]
+    )
+    summary = cascade_summary(same)
+    assert set(summary["model"]) == set(same) and len(summary) == 4 * 3
+    mrl_e = summary[summary.model == "MRL-E-AC"]
+    # MRL-E's shared head extends the logits: its cost is the final size, not the sum.
+    np.testing.assert_allclose(mrl_e["expected_head_macs_mean"], C * mrl_e["expected_size_mean"])
+    with pytest.raises(ValueError, match="tta_sets has no"):
+        cascade_studies(sets, {"MRL": sets["MRL"]}, n_splits=2)
+    with pytest.raises(ValueError, match="no MRL or MRL-E"):
+        cascade_studies({"FF": _random_set("ff", name="FF")})
+
+
+def test_best_cap_prefers_the_smallest_on_ties():
+    summary = pd.DataFrame(
+        {
+            "model": ["a", "a", "a", "b"],
+            "max_size": [4, 2, 8, 2],
+            "accuracy_mean": [0.9, 0.8, 0.9, 0.5],
+        }
+    )
+    assert best_cap(summary).set_index("model")["max_size"].to_dict() == {"a": 4, "b": 2}
+
+
+def test_tradeoff_points_carry_every_cost():
+    s = _random_set()
+    sets = {"MRL": s, "FF": replace(_random_set("ff", seed=2, name="FF"), labels=s.labels)}
+    studies = cascade_studies({"MRL": s}, n_splits=3)
+    oracle, _ = oracle_tables({"test": {"MRL": s}})
+    router = router_study(s.probabilities(), s.labels, s.nesting, n_splits=2, cost_weights=[0, 1])
+    points = tradeoff_points(
+        studies=studies,
+        single_sizes=accuracy_tables(sets),
+        oracle=oracle,
+        routers=[router],
+        num_classes=C,
+    )
+    assert set(points["method"]) == {"MRL-AC", "MRL", "FF", "oracle", "router"}
+    single = points[points.method == "FF"]
+    np.testing.assert_allclose(single["expected_head_macs"], C * single["expected_size"])
+    cascade = points[points.method == "MRL-AC"]
+    np.testing.assert_allclose(
+        cascade["expected_head_macs"], C * cascade["expected_cumulative_size"]
+    )
+    assert cascade["expected_cumulative_size_std"].notna().all()
+    routed = points[points.method == "router"]
+    np.testing.assert_allclose(routed["expected_head_macs"], C * routed["expected_cumulative_size"])
+    assert points.loc[points.method == "oracle", "expected_head_macs"].isna().all()
+    for x in ("expected_size", "expected_cumulative_size", "expected_head_macs"):
+        assert len(tradeoff_figure(points, x=x).data) == 5
+    with pytest.raises(ValueError, match="nothing to plot"):
+        tradeoff_points(num_classes=C)
+
+
+def test_flipped_caches_embed_flipped_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / "test" / cls).mkdir(parents=True)
+        for i in range(2):
+            pixels = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / "test" / cls / f"{i}.png")
+    torch.manual_seed(0)
+    model = build_model("resnet18", 2, "mrl", [2, 512], in_channels=3)
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, class_names=["a", "b"])
+    common = {"cache_root": tmp_path / "cache", "data_root": tmp_path / "data", "progress": False}
+    flipped = build_flipped_caches({"M": ckpt}, "folder", ["test"], **common)["M"]["test-hflip"]
+    plain = build_caches({"M": ckpt}, "folder", ["test"], **common)["M"]["test"]
+    assert flipped.path == tmp_path / "cache" / "M" / "folder-test-hflip"
+    assert "RandomHorizontalFlip(p=1.0)" in flipped.manifest["dataset"]["transform"]
+    bundle = get_dataset("folder", "test", root=tmp_path / "data")
+    images = torch.stack([bundle.dataset[i][0] for i in range(len(bundle.dataset))])
+    with torch.inference_mode():
+        expected = load_model(ckpt).embed(torch.flip(images, dims=[-1])).numpy()
+    np.testing.assert_allclose(flipped.features(), expected, rtol=2e-3, atol=2e-3)
+    assert not np.allclose(flipped.features(), plain.features(), atol=1e-2)
+    np.testing.assert_array_equal(flipped.labels, plain.labels)
+    # Built again: the same provenance, so the cache is reused, not rebuilt.
+    again = build_flipped_caches({"M": ckpt}, "folder", ["test"], **common)["M"]["test-hflip"]
+    assert again.manifest["build_id"] == flipped.manifest["build_id"]
+    with pytest.raises(FileNotFoundError, match="checkpoints not found"):
+        build_flipped_caches({"M": tmp_path / "missing.pt"}, "folder", ["test"], **common)
