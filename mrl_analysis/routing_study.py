@@ -313,6 +313,22 @@ def per_class_heatmap(table: pd.DataFrame, value: str = "accuracy") -> go.Figure
     return fig
 
 
+def spread_marker_labels(fig: go.Figure) -> go.Figure:
+    """Set the names of labelled markers left of them in the left half (in x order) and
+    right of them in the right half, so that names of nearby points (the outlier classes
+    of a relative-accuracy panel) do not overlap. Changes ``fig`` in place, returns it."""
+    for trace in fig.data:
+        if trace.type != "scatter" or trace.text is None or "text" not in (trace.mode or ""):
+            continue
+        n = len(trace.x)
+        rank = np.argsort(np.argsort(np.asarray(trace.x, dtype=float), kind="stable"))
+        trace.textposition = [
+            "top left" if 2 * r + 1 < n else "top right" if 2 * r + 1 > n else "top center"
+            for r in rank
+        ]
+    return fig
+
+
 def oracle_tables(
     sets_by_eval: Mapping[str, Mapping[str, ScoreSet]],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

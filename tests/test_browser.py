@@ -366,9 +366,9 @@ def test_explorer_in_a_real_browser(tiny, tmp_path):
                 page = browser.new_page(viewport={"width": 1500, "height": 1100})
                 page.goto(f"{lab.url}/lab/tree/{NOTEBOOK.name}?token={lab.token}")
                 page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
-                page.wait_for_selector(
-                    ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
-                )
+                # the kernel has started and connected (the indicator alone is idle before)
+                idle = page.locator(".jp-StatusBar-Widget", has_text="(ipykernel) | Idle")
+                idle.first.wait_for(timeout=90_000)
                 page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
                 page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
                 _wait_for_run(page, timeout=180)

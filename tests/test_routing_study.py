@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import torch
 from PIL import Image
@@ -34,6 +35,7 @@ from mrl_analysis.routing_study import (
     per_class_heatmap,
     per_class_tables,
     score_sets,
+    spread_marker_labels,
     stack_ff,
     superclass_map_for,
     superclass_members,
@@ -357,3 +359,16 @@ def test_flipped_caches_embed_flipped_images(tmp_path):
     assert again.manifest["build_id"] == flipped.manifest["build_id"]
     with pytest.raises(FileNotFoundError, match="checkpoints not found"):
         build_flipped_caches({"M": tmp_path / "missing.pt"}, "folder", ["test"], **common)
+
+
+def test_spread_marker_labels_puts_names_apart():
+    fig = go.Figure(
+        [
+            go.Scatter(x=[0.3, 0.1, 0.2], y=[0, 0, 0], mode="markers+text", text=["c", "a", "b"]),
+            go.Scatter(x=[0.2, 0.1], y=[0, 0], mode="markers+text", text=["d", "e"]),
+            go.Histogram(x=[0.1, 0.2]),
+        ]
+    )
+    spread_marker_labels(fig)
+    assert list(fig.data[0].textposition) == ["top right", "top left", "top center"]
+    assert list(fig.data[1].textposition) == ["top right", "top left"]
