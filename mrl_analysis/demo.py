@@ -34,6 +34,26 @@ def demo_models(epochs: int = 2) -> dict[str, TrainConfig]:
 #: Display names used in notebooks and caches for the demo checkpoints.
 DISPLAY_NAMES = {"mrl": "MRL", "mrl-e": "MRL-E", **{f"ff-{k}": f"FF-{k}" for k in FF_SIZES}}
 
+#: Pretraining classes of the class-subset models: ``split_classes(class_ids, 6, seed=0)``.
+N_PRETRAIN = 6
+SUBSET_CHECKPOINT_DIR = Path("data/checkpoints") / f"{DATASET}-{N_PRETRAIN}"
+
+
+def novel_class_models(epochs: int = 2) -> dict[str, TrainConfig]:
+    """MRL and FF-512 trained on ``N_PRETRAIN`` classes only (``mrl``, ``ff-512``).
+
+    Notebook 05 evaluates them on the other classes (novel-class few-shot, FLUID); their
+    caches come from ``fewshot_study.build_subset_caches``, which embeds every class.
+    """
+    from mrl_analysis.datasets import get_dataset, split_classes
+
+    pretrain, _ = split_classes(get_dataset(DATASET, "test").class_ids, N_PRETRAIN, seed=0)
+    common = {"dataset": DATASET, "arch": ARCH, "epochs": epochs, "seed": 0, "classes": pretrain}
+    return {
+        "mrl": TrainConfig(kind="mrl", nesting=NESTING, **common),
+        "ff-512": TrainConfig(kind="ff", ff_dim=512, **common),
+    }
+
 
 def run_demo(
     *,

@@ -50,10 +50,9 @@ __all__ = [
     "ExplorerState",
     "ExplorerView",
     "confusion_figure",
-    "explore",
     "confusion_png",
+    "explore",
     "load_inputs",
-    "measure_updates",
     "sample_positions",
 ]
 
@@ -173,6 +172,8 @@ class ExplorerState:
         # otherwise be converted again at each new size).
         self.features = cache.features()
         self._head = cache.head() if self.kind == "mrl-e" else None
+        self._prefix_sq: np.ndarray | None = None
+        self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._logits: OrderedDict[int, np.ndarray] = OrderedDict()
         self._predictions: dict[int, np.ndarray] = {}
         self._cams: dict[tuple[int, int], np.ndarray] = {}
@@ -292,9 +293,10 @@ class ExplorerState:
         )
 
     def _normalized_features(self, m: int) -> np.ndarray:
-        x = self.features[:, :m]
-        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-        return x / np.maximum(norms, np.finfo(np.float32).tiny)[:, None]
+        if self._prefix_sq is None:  # squared norms of every prefix, once: [N, d]
+            self._prefix_sq = np.cumsum(np.square(self.features), axis=1, dtype=np.float32)
+        norms = np.sqrt(self._prefix_sq[:, m - 1])
+        return self.features[:, :m] * (1 / np.maximum(norms, np.finfo(np.float32).tiny))[:, None]
 
     def neighbours(self, sample: int, size: int) -> pd.DataFrame:
         """Nearest neighbours of ``sample`` among the eval set at ``size`` (faiss, cosine)."""
@@ -327,6 +329,16 @@ class ExplorerState:
         if self.dataset is None:
             raise ValueError("no images: pass images= (the DatasetBundle of the cached split)")
         return self.dataset[int(self.positions[self.check_sample(sample)])][0]
+
+    def thumbnail(self, sample: int, pixels: int) -> bytes:
+        """PNG of ``sample``'s image at least ``pixels`` wide (memoized)."""
+        key = (self.check_sample(sample), int(pixels))
+        if key not in self._thumbnails:
+            rgb = (image_to_rgb(self.image(key[0])) * 255).round().astype(np.uint8)
+            self._thumbnails[key] = _png(rgb, key[1])
+            if len(self._thumbnails) > 4096:
+                self._thumbnails.popitem(last=False)
+        return self._thumbnails[key]
 
     def cam(self, sample: int, size: int) -> np.ndarray:
         """Grad-CAM ``[H, W]`` of ``sample`` at ``size`` (memoized per (sample, size))."""
@@ -394,10 +406,6 @@ def _png(rgb: np.ndarray, min_pixels: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def _thumbnail(image: torch.Tensor, pixels: int) -> bytes:
-    return _png((image_to_rgb(image) * 255).round().astype(np.uint8), pixels)
-
-
 @lru_cache(maxsize=1)
 def _blues() -> np.ndarray:
     from matplotlib import colormaps
@@ -409,11 +417,28 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+_LEFT, _TOP = 110, 16
+
+
+@lru_cache(maxsize=8)
+def _labelled_canvas(names: tuple[str, ...], cell: int) -> Image.Image:
+    from PIL import ImageDraw
+
+    k = len(names)
+    canvas = Image.new("RGB", (_LEFT + k * cell + 4, _TOP + k * cell + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(names):
+        draw.text((2, _TOP + c * cell + cell // 2 - 5), f"{c} {_short(name)}", fill="black")
+        draw.text((_LEFT + c * cell + cell // 2 - 3, 2), str(c), fill="black")
+    return canvas
+
+
 def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300) -> bytes:
     """A row-normalized confusion matrix as a PNG heat map (rows true, columns predicted).
 
     Drawn with PIL rather than plotly so that an update costs milliseconds and needs no
-    JavaScript; classes are labelled when there are at most 30.
+    JavaScript; classes are labelled when there are at most 30, counts written in the
+    cells when they are large enough.
     """
     from PIL import ImageDraw
 
@@ -425,21 +450,14 @@ def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300
     grid = np.repeat(np.repeat(grid, cell, axis=0), cell, axis=1)
     if k > 30:
         return _png(grid)
-    left, top = 110, 16
-    canvas = Image.new("RGB", (left + grid.shape[1] + 4, top + grid.shape[0] + 4), "white")
-    canvas.paste(Image.fromarray(grid), (left, top))
-    draw = ImageDraw.Draw(canvas)
-    for c, name in enumerate(names):
-        y = top + c * cell + cell // 2 - 5
-        draw.text((2, y), f"{c} {_short(str(name))}", fill="black")
-        draw.text((left + c * cell + cell // 2 - 3, 2), str(c), fill="black")
-        if cell >= 24:
-            for p in range(k):
-                value = counts[c, p]
-                if value:
-                    color = "white" if share[c, p] > 0.6 else "black"
-                    x = left + p * cell + 3
-                    draw.text((x, top + c * cell + cell // 2 - 5), str(value), fill=color)
+    canvas = _labelled_canvas(tuple(str(n) for n in names), cell).copy()
+    canvas.paste(Image.fromarray(grid), (_LEFT, _TOP))
+    if cell >= 24:
+        draw = ImageDraw.Draw(canvas)
+        for c, p in zip(*np.nonzero(counts), strict=True):
+            color = "white" if share[c, p] > 0.6 else "black"
+            xy = (_LEFT + p * cell + 3, _TOP + c * cell + cell // 2 - 5)
+            draw.text(xy, str(counts[c, p]), fill=color)
     buf = io.BytesIO()
     canvas.save(buf, format="png", compress_level=1)
     return buf.getvalue()
@@ -485,8 +503,17 @@ def _summary_html(view: ExplorerView, state: ExplorerState) -> str:
     )
 
 
-def _table_html(frame: pd.DataFrame, css_class: str) -> str:
-    return frame.to_html(index=False, classes=css_class, border=0, float_format="{:.3f}".format)
+def _table_html(columns: dict[str, Sequence[Any]], css_class: str) -> str:
+    def cell(value: Any) -> str:
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        return f"<td>{html.escape(text)}</td>"
+
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    body = "".join(
+        "<tr>" + "".join(cell(v) for v in row) + "</tr>"
+        for row in zip(*columns.values(), strict=True)
+    )
+    return f'<table class="{css_class}"><tr>{head}</tr>{body}</table>'
 
 
 def _disagreement_html(table: pd.DataFrame, state: ExplorerState) -> str:
@@ -494,18 +521,15 @@ def _disagreement_html(table: pd.DataFrame, state: ExplorerState) -> str:
         return '<div class="mrl-disagreements">no disagreements at this size</div>'
     lo, hi = int(table["small_dim"].iloc[0]), int(table["large_dim"].iloc[0])
     names = state.class_names
-    shown = pd.DataFrame(
-        {
-            "kind": table["direction"].map(
-                {"fixed": f"✗ at {lo}, ✓ at {hi}", "broken": f"✓ at {lo}, ✗ at {hi}"}
-            ),
-            "sample": table["sample_index"],
-            "true": [names[c] for c in table["label"]],
-            f"pred @{lo}": [names[c] for c in table["pred_small"]],
-            f"pred @{hi}": [names[c] for c in table["pred_large"]],
-            "confusion": table["confusion"].fillna(""),
-        }
-    )
+    kinds = {"fixed": f"✗ at {lo}, ✓ at {hi}", "broken": f"✓ at {lo}, ✗ at {hi}"}
+    shown = {
+        "kind": [kinds[d] for d in table["direction"]],
+        "sample": table["sample_index"].tolist(),
+        "true": [names[c] for c in table["label"]],
+        f"pred @{lo}": [names[c] for c in table["pred_small"]],
+        f"pred @{hi}": [names[c] for c in table["pred_large"]],
+        "confusion": [c if isinstance(c, str) else "" for c in table["confusion"]],
+    }
     title = f"<b>Disagreements between sizes {lo} and {hi}</b> (most confident first)"
     return f'<div class="mrl-disagreements">{title}{_table_html(shown, "mrl-table")}</div>'
 
@@ -515,12 +539,16 @@ def _sample_html(view: ExplorerView, state: ExplorerState) -> str:
     label = state.class_names[state.labels[i]]
     best = view.top.iloc[0]
     mark = "✓" if best["is_label"] else "✗"
-    top = view.top.assign(probability=view.top["probability"].map("{:.3f}".format))
+    top = {
+        "rank": view.top["rank"].tolist(),
+        "name": view.top["name"].tolist(),
+        "probability": view.top["probability"].tolist(),
+    }
     return (
         f'<div class="mrl-sample-info">sample <b class="mrl-sample">{i}</b> · true '
         f"<b>{html.escape(label)}</b> · prediction at m={view.size}: "
         f'<b class="mrl-prediction">{html.escape(str(best["name"]))}</b> {mark}'
-        f"{_table_html(top[['rank', 'name', 'probability']], 'mrl-top5')}</div>"
+        f"{_table_html(top, 'mrl-top5')}</div>"
     )
 
 
@@ -671,10 +699,10 @@ class Explorer:
         self.sample_html.value = _sample_html(view, state)
         if state.dataset is None:
             return
-        self.image.value = _thumbnail(state.image(view.sample), 128)
+        self.image.value = state.thumbnail(view.sample, 128)
         rows = view.neighbours.itertuples()
         for thumb, caption, row in zip(self.thumbs, self.thumb_captions, rows, strict=False):
-            thumb.value = _thumbnail(state.image(row.neighbour), self.thumbnail_pixels)
+            thumb.value = state.thumbnail(row.neighbour, self.thumbnail_pixels)
             mark = "✓" if row.same_label else "✗"
             caption.value = (
                 f'<span class="mrl-neighbour" style="font-size:11px">#{row.neighbour} '
@@ -690,7 +718,10 @@ class Explorer:
         state = self.state
         cam = state.cam(self.sample, self.size)
         self.cam_image.value = _png(overlay_cam(state.image(self.sample), cam), 128)
-        self.cam_caption.value = f"{state.cam_method} at m={self.size} ({state.cam_target})"
+        self.cam_caption.value = (
+            f'<span class="mrl-cam-caption">{state.cam_method} at m={self.size} '
+            f"({state.cam_target})</span>"
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -831,17 +862,3 @@ def explore(
     """An :class:`Explorer` over ``cache`` (see :class:`ExplorerState` for the options)."""
     state = ExplorerState(cache, model=model, images=images, **state_options)
     return Explorer(state, size=size, sample=sample, level=level, show_cam=show_cam)
-
-
-def measure_updates(
-    explorer: Explorer, sizes: Sequence[int], samples: Sequence[int]
-) -> pd.DataFrame:
-    """Seconds per :meth:`Explorer.refresh` over (size, sample) pairs (CAM separately)."""
-    rows = []
-    for m, i in zip(sizes, samples, strict=True):
-        explorer._busy = True
-        explorer.size_slider.value, explorer.sample_box.value = int(m), int(i)
-        explorer._busy = False
-        explorer.refresh()
-        rows.append({"truncate_dim": int(m), "sample": int(i), **explorer.timings})
-    return pd.DataFrame(rows)

@@ -70,10 +70,16 @@ def trained_classes(checkpoint: str | os.PathLike) -> list[str]:
     """The class ids a checkpoint of ours was trained on (its ``meta["classes"]``)."""
     raw = load_checkpoint(checkpoint)
     meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
-    classes = meta.get("classes") or raw.get("class_names")
+    return _recorded_classes(meta, raw.get("class_names"), checkpoint)
+
+
+def _recorded_classes(
+    meta: Mapping, class_names: Sequence[str] | None, source: object
+) -> list[str]:
+    classes = meta.get("classes") or class_names
     if not classes:
         raise ValueError(
-            f"{checkpoint} records no class list (meta['classes'] or class_names); the "
+            f"{source} records no class list (meta['classes'] or class_names); the "
             "novel-class settings need a checkpoint trained with mrl_analysis.train"
         )
     return [str(c) for c in classes]
@@ -148,8 +154,8 @@ def build_subset_caches(
     bundles: dict[str, DatasetBundle] = {}
     caches: dict[str, dict[str, EmbeddingCache]] = {}
     for name, checkpoint in models.items():
-        classes = trained_classes(checkpoint)
         model = load_model(checkpoint)
+        classes = _recorded_classes(model.meta, model.class_names, checkpoint)
         trained_on = model.meta.get("dataset")
         if trained_on is not None and trained_on != dataset:
             raise ValueError(f"{name} was trained on {trained_on!r}, not on {dataset!r}")

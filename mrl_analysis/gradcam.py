@@ -426,8 +426,11 @@ def dataset_cams(
 ) -> SizeCams:
     """:func:`size_cams` for ``dataset[i]`` over ``indices``, ``images_per_batch`` at a time.
 
-    Labels come from the dataset; ``kwargs`` go to :func:`size_cams`.
+    Labels come from the dataset; ``kwargs`` go to :func:`size_cams` (``target`` as
+    ``"predicted"`` or ``"true"``: explicit classes would not follow the batches).
     """
+    if not isinstance(kwargs.get("target", "predicted"), str):
+        raise ValueError("dataset_cams takes target='predicted' or 'true', not class arrays")
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size == 0:
         raise ValueError("indices is empty: choose at least one sample")

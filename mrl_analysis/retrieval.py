@@ -38,30 +38,37 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import faiss
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from mrl_analysis.cache import EmbeddingCache
 
 __all__ = [
     "DEFAULT_KS",
+    "NESTED_KINDS",
     "Funnel",
     "RetrievalReport",
     "Retriever",
     "adaptive_table",
     "as_accurate_speedup",
     "default_funnels",
+    "evaluate_models",
     "evaluate_retrieval",
     "funnel_table",
     "plot_cost_tradeoff",
     "plot_metric_vs_size",
     "plot_shortlist_ablation",
+    "query_subset",
     "retrieval_metrics",
     "retrieval_mflops",
     "shortlist_ablation_table",
@@ -846,6 +853,142 @@ def evaluate_retrieval(
         )
     table = _tidy([f for f in frames if len(f)])
     return RetrievalReport(table=table, indexes=retriever.index_table())
+
+
+# ----------------------------------------------------------------------------- several models
+
+#: Cache kinds whose features are nested (searched at every nesting size).
+NESTED_KINDS: tuple[str, ...] = ("mrl", "mrl-e")
+
+
+def query_subset(labels: np.ndarray, n_queries: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted row ids of a class-stratified random subset of ``n_queries`` rows.
+
+    All rows when ``n_queries`` is ``None`` or not smaller than their number. The subset
+    is stratified by label (scikit-learn's ``train_test_split``) when every class has at
+    least two rows and both parts can hold one row per class; otherwise it is uniform.
+    """
+    y = _labels(labels, "labels")
+    n = len(y)
+    if n_queries is None or int(n_queries) >= n:
+        return np.arange(n)
+    if int(n_queries) < 1:
+        raise ValueError(f"n_queries must be >= 1 (or None for all {n} queries), got {n_queries}")
+    _, counts = np.unique(y, return_counts=True)
+    can_stratify = counts.min() >= 2 and min(int(n_queries), n - int(n_queries)) >= len(counts)
+    picked, _ = train_test_split(
+        np.arange(n),
+        train_size=int(n_queries),
+        stratify=y if can_stratify else None,
+        random_state=seed,
+    )
+    return np.sort(picked)
+
+
+def evaluate_models(
+    database_caches: Mapping[str, EmbeddingCache],
+    query_caches: Mapping[str, EmbeddingCache],
+    *,
+    full_models: Collection[str] | None = None,
+    n_queries: int | None = None,
+    seed: int = 0,
+    min_dim: int = 1,
+    index: IndexKind = "flat",
+    ks: Iterable[int] = DEFAULT_KS,
+    shortlist_size: int = 200,
+    ablation_sizes: Sequence[int] = DEFAULT_ABLATION_SIZES,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    threads: int | None = None,
+    progress: bool = True,
+) -> RetrievalReport:
+    """Retrieval for several named models' caches (e.g. database = train, queries = test).
+
+    Every model is queried with the same rows: a class-stratified subset of ``n_queries``
+    (:func:`query_subset`; all when ``None``). A nested model (cache kind in
+    :data:`NESTED_KINDS`) is searched single-shot at each of its nesting sizes from
+    ``min_dim`` up; those named in ``full_models`` (default: every nested model) get all
+    of :func:`evaluate_retrieval` instead (adaptive, funnel, shortlist ablation). A
+    fixed-feature model FF-k is searched single-shot at its own size ``k`` only. The
+    index table gains a ``model`` column. Each model's per-size copies are dropped
+    before the next model is loaded.
+    """
+    missing = sorted(set(database_caches) ^ set(query_caches))
+    if missing:
+        raise ValueError(
+            f"models {missing} have a database cache or a query cache but not both; give "
+            "both mappings the same model names"
+        )
+    if not query_caches:
+        raise ValueError("no models given: pass {name: cache} mappings")
+    nested = [name for name, c in query_caches.items() if c.kind in NESTED_KINDS]
+    full = set(nested if full_models is None else full_models)
+    unknown = sorted(full - set(query_caches))
+    if unknown:
+        raise ValueError(f"full_models {unknown} are not among the models {list(query_caches)}")
+    not_nested = sorted(full - set(nested))
+    if not_nested:
+        raise ValueError(
+            f"full_models {not_nested} are not nested (kinds {NESTED_KINDS}): adaptive "
+            "retrieval needs an MRL or MRL-E model"
+        )
+    first = next(iter(query_caches.values()))
+    rows = query_subset(first.labels, n_queries, seed)
+    options = {"ks": ks, "progress": progress}
+    tables, indexes = [], []
+    for name, queries in query_caches.items():
+        database = database_caches[name]
+        if not np.array_equal(queries.labels, first.labels):
+            raise ValueError(
+                f"the query caches of {name!r} and {next(iter(query_caches))!r} hold different "
+                "samples (labels differ): embed the same split for every model"
+            )
+        if queries.kind in NESTED_KINDS:
+            sizes = [int(m) for m in queries.nesting if int(m) >= min_dim]
+        else:
+            sizes = [int(queries.nesting[-1])]
+        if not sizes:
+            raise ValueError(f"{name!r} has no nesting size >= min_dim={min_dim}")
+        full_dim = max(int(m) for m in queries.nesting)
+        # Normalized at full size, so the full-size search uses this array in place.
+        db = database.features(full_dim, normalize=True)
+        q = queries.features(full_dim)[rows]
+        ql = np.asarray(queries.labels)[rows]
+        if name in full:
+            report = evaluate_retrieval(
+                db,
+                database.labels,
+                q,
+                ql,
+                sizes,
+                model=name,
+                index=index,
+                shortlist_size=shortlist_size,
+                ablation_sizes=ablation_sizes,
+                hnsw_m=hnsw_m,
+                ef_search=ef_search,
+                threads=threads,
+                **options,
+            )
+            table, built = report.table, report.indexes
+        else:
+            retriever = Retriever(
+                db,
+                database.labels,
+                index=index,
+                hnsw_m=hnsw_m,
+                ef_search=ef_search,
+                threads=threads,
+            )
+            table = single_shot_table(retriever, q, ql, sizes, model=name, **options)
+            built = retriever.index_table()
+        tables.append(table)
+        indexes.append(built.assign(model=name))
+        del db, q
+    index_table = pd.concat(indexes, ignore_index=True)
+    return RetrievalReport(
+        table=_tidy(tables), indexes=index_table[["model", *index_table.columns[:-1]]]
+    )
 
 
 # ----------------------------------------------------------------------------- summaries

@@ -151,7 +151,7 @@ def test_widgets_follow_the_slider_and_the_sample(tiny):
     app = explore(tiny.cache, model=tiny.model, images=tiny.bundle)
     assert app.errors.value == ""
     start = app.sample
-    for m in [1, 512, 37]:
+    for m in [512, 37]:
         app.set_size(m)
         preds, accuracy = _expected(tiny.cache, m)
         assert f'class="mrl-size">{m}<' in app.summary.value
@@ -206,6 +206,7 @@ def test_notebook_runs_headless(tiny, tmp_path, monkeypatch):
         kernel_name=resolve_kernel(),
         progress_bar=False,
         cwd=str(tmp_path),
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not the TCP-encryption warning
     )
     # the widgets' initial state, rendered statically, with its tables
     for name in ("explore_overview", "explore_sample"):
@@ -378,6 +379,7 @@ def test_explorer_in_a_real_browser(tiny, tmp_path):
                 explorer = page.locator(".mrl-explorer")
                 explorer.wait_for(timeout=30_000)
                 page.wait_for_selector(".mrl-accuracy", timeout=30_000)
+                page.wait_for_selector(".mrl-cam-caption", timeout=60_000)
                 sample = int(_texts(page, ".mrl-sample")[0])
                 before = {
                     "size": _texts(page, ".mrl-size")[0],
@@ -396,7 +398,10 @@ def test_explorer_in_a_real_browser(tiny, tmp_path):
                 page.mouse.move(end_x, box["y"] + box["height"] / 2, steps=15)
                 page.mouse.up()
                 size_after = _wait_for_text(page, ".mrl-size", before["size"])
-                page.wait_for_timeout(500)  # the rest of the panel follows in the same update
+                # the CAM is drawn last, after everything else has been updated
+                page.locator(".mrl-cam-caption", has_text=f"at m={size_after} ").wait_for(
+                    timeout=60_000
+                )
                 after = {
                     "size": size_after,
                     "accuracy": _texts(page, ".mrl-accuracy")[0],

@@ -15,7 +15,9 @@ from mrl_analysis.cache import embed_dataset
 from mrl_analysis.disagreement import (
     cache_disagreements,
     cache_superclass_map,
+    case_labels,
     disagreement_summary,
+    disagreement_summary_figure,
     find_disagreements,
     pairwise_disagreement,
     pairwise_disagreement_figure,
@@ -150,15 +152,16 @@ def test_reject_group_is_not_a_superclass():
 def test_summary_and_pairwise_counts():
     logits, labels = _hand_made_logits()
     smap = cache_superclass_map(HIERARCHY, CLASS_IDS)
-    summary = disagreement_summary(
-        find_disagreements(logits, labels, NESTING, smap=smap), model="x"
-    )
+    cases = find_disagreements(logits, labels, NESTING, smap=smap)
+    summary = disagreement_summary(cases, model="x")
     counts = summary.set_index(["direction", "confusion"])["n"].to_dict()
     assert counts == {
         ("broken", "within superclass"): 1,
         ("fixed", "outside superclass"): 2,
         ("fixed", "within superclass"): 1,
     }
+    assert len(disagreement_summary_figure(summary).data) == 2  # one trace per confusion
+    assert case_labels(cases)[0] == "#0 0<br>fixed, within superclass"
     pairs = pairwise_disagreement(logits, labels, NESTING, model="x")
     expected = pd.DataFrame(
         {

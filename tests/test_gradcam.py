@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
@@ -15,7 +16,10 @@ from mrl_analysis.gradcam import (
     cam_method,
     cam_metric_summary,
     cam_rank_similarity,
+    cam_summary_figure,
+    dataset_cams,
     default_target_layer,
+    load_images,
     overlay_cam,
     size_cams,
 )
@@ -202,3 +206,24 @@ def test_grid_figure_marks_right_and_wrong():
         assert annotation.font.color == ("#1a7f37" if correct else "#cf222e")
     rgb = overlay_cam(images[0], result.cams[0, 0])
     assert rgb.shape == (28, 28, 3) and rgb.dtype == np.uint8
+
+
+def test_dataset_cams_equal_size_cams_on_the_stacked_images():
+    model = _model("mrl")
+    images = _images(5)
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    picked, picked_labels = load_images(dataset, [4, 0, 2])
+    assert torch.equal(picked, images[[4, 0, 2]]) and picked_labels.tolist() == [4, 0, 2]
+    streamed = dataset_cams(model, dataset, [4, 0, 2], [1, 512], images_per_batch=2, progress=False)
+    direct = size_cams(model, picked, [1, 512], labels=picked_labels, sample_index=[4, 0, 2])
+    np.testing.assert_allclose(streamed.cams, direct.cams, atol=1e-5)
+    pd.testing.assert_frame_equal(streamed.table, direct.table)
+    summary = cam_metric_summary(
+        cam_rank_similarity(streamed.cams, streamed.sizes), ["spearman"], model="MRL"
+    )
+    assert summary["truncate_dim"].tolist() == [1, 512]
+    assert summary.loc[summary["truncate_dim"] == 512, "mean"].item() == pytest.approx(1.0)
+    assert len(cam_summary_figure(summary).data) == 1
+    with pytest.raises(ValueError, match="indices must lie"):
+        load_images(dataset, [5])
