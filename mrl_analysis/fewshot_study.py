@@ -46,6 +46,7 @@ __all__ = [
     "fewshot_table",
     "fluid_study",
     "pretrain_novel_labels",
+    "sizes_from",
     "subset_cache_name",
     "trained_classes",
 ]
@@ -182,6 +183,21 @@ def build_subset_caches(
 # --------------------------------------------------------------------------- few-shot
 
 
+def sizes_from(cache: EmbeddingCache, min_dim: int = 1, name: str = "model") -> list[int]:
+    """The nesting sizes of ``cache`` from ``min_dim`` up.
+
+    Features after a ReLU and pooling are non-negative, so an L2-normalized 1-d feature is
+    1 (or 0) for every sample and NCM at m = 1 is chance by construction: ``min_dim=2``
+    leaves it out, as the k-NN tables of notebook 01 do.
+    """
+    sizes = [m for m in cache.nesting if m >= min_dim]
+    if not sizes:
+        raise ValueError(
+            f"{name} has no size >= min_dim={min_dim} (its nesting: {cache.nesting}); lower min_dim"
+        )
+    return sizes
+
+
 def fewshot_table(
     caches: Mapping[str, EmbeddingCache],
     *,
@@ -192,20 +208,23 @@ def fewshot_table(
     queries: int | None = 15,
     classes: Sequence[int] | None = None,
     metric: Metric = "cosine",
+    min_dim: int = 1,
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Few-shot NCM accuracy (``fewshot.COLUMNS``) of every model at every nesting size.
+    """Few-shot NCM accuracy (``fewshot.COLUMNS``) of every model at its nesting sizes.
 
     ``ways`` entries of ``None`` (or the class count) mean all classes (of ``classes``,
     default every label), evaluated with ``all_classes_episodes`` episodes (default
     ``n_episodes``): an all-classes episode costs more and varies less. Episodes depend only
     on the labels, so models evaluated on the same split are compared on the same episodes.
+    Sizes below ``min_dim`` are skipped (see :func:`sizes_from`).
     """
     if not caches:
         raise ValueError("no caches: give at least one model's evaluation-split cache")
     tables = []
     for name, cache in caches.items():
+        nesting = sizes_from(cache, min_dim, name)
         labels = cache.labels
         n_classes = np.unique(labels if classes is None else np.asarray(classes)).size
         fixed = [int(w) for w in ways if w is not None and int(w) != n_classes]
@@ -223,14 +242,14 @@ def fewshot_table(
         if fixed:
             tables.append(
                 fewshot_accuracy(
-                    features, labels, cache.nesting, ways=fixed, n_episodes=n_episodes, **common
+                    features, labels, nesting, ways=fixed, n_episodes=n_episodes, **common
                 )
             )
         if every:
             episodes = n_episodes if all_classes_episodes is None else all_classes_episodes
             tables.append(
                 fewshot_accuracy(
-                    features, labels, cache.nesting, ways=[None], n_episodes=episodes, **common
+                    features, labels, nesting, ways=[None], n_episodes=episodes, **common
                 )
             )
     return pd.concat(tables, ignore_index=True)
@@ -263,6 +282,7 @@ def fluid_study(
     seed: int = 0,
     head_threshold: float = 50,
     metric: Metric = "cosine",
+    min_dim: int = 1,
     points: int = 200,
     progress: bool = True,
 ) -> FluidStudy:
@@ -272,7 +292,7 @@ def fluid_study(
     ``head_threshold`` below 1 is a fraction of the stream length (small streams);
     ``head_threshold`` in the result is the resolved count. ``classes`` lists every class
     with its name, stream count, origin (pretrain / novel), part (head / tail) and
-    category.
+    category. Sizes below ``min_dim`` are skipped (see :func:`sizes_from`).
     """
     if not eval_caches:
         raise ValueError("no caches: give at least one model's evaluation-split cache")
@@ -304,7 +324,7 @@ def fluid_study(
         table, curve = evaluate_fluid(
             cache.features(),
             stream,
-            cache.nesting,
+            sizes_from(cache, min_dim, name),
             init_features=train.features(),
             init_labels=train.labels,
             head_threshold=head_threshold,

@@ -28,6 +28,11 @@ not by the number of hits), ``precision`` (hits / k), ``recall`` (hits / number 
 items of the query's class, counted from the labels; the authors hard-code 1300) and
 ``hit_rate`` (at least one hit in the top ``k``). All values are fractions in ``[0, 1]``.
 
+Several models: :func:`evaluate_models` takes ``{name: EmbeddingCache}`` mappings (database
+split and query split), queries every model with the same class-stratified subset, runs
+everything on the MRL / MRL-E models it is asked to and single-shot at its own size on each
+FF-k model (notebook 06).
+
 Cost per query: ``mflops_per_query`` is the paper's theoretical exact-search cost in
 millions of multiply-adds, ``(Ds·N + Σ Dr_i·K_i) / 1e6`` (reported for HNSW runs too, as
 the paper does); ``ms_per_query`` is measured wall-clock over the whole query batch
@@ -36,6 +41,7 @@ the paper does); ``ms_per_query`` is measured wall-clock over the whole query ba
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -47,6 +53,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
@@ -65,6 +72,7 @@ __all__ = [
     "evaluate_models",
     "evaluate_retrieval",
     "funnel_table",
+    "metric_label",
     "plot_cost_tradeoff",
     "plot_metric_vs_size",
     "plot_shortlist_ablation",
@@ -896,6 +904,8 @@ def evaluate_models(
     index: IndexKind = "flat",
     ks: Iterable[int] = DEFAULT_KS,
     shortlist_size: int = 200,
+    funnel_shortlists: Sequence[int] = DEFAULT_FUNNEL_SHORTLISTS,
+    funnel_dims: Sequence[int] | None = None,
     ablation_sizes: Sequence[int] = DEFAULT_ABLATION_SIZES,
     hnsw_m: int = 32,
     ef_search: int = 128,
@@ -908,10 +918,11 @@ def evaluate_models(
     (:func:`query_subset`; all when ``None``). A nested model (cache kind in
     :data:`NESTED_KINDS`) is searched single-shot at each of its nesting sizes from
     ``min_dim`` up; those named in ``full_models`` (default: every nested model) get all
-    of :func:`evaluate_retrieval` instead (adaptive, funnel, shortlist ablation). A
+    of :func:`evaluate_retrieval` instead (adaptive; funnels from :func:`default_funnels`
+    with ``funnel_shortlists``, capped at the database size, shortlisting at
+    ``funnel_dims`` (default: every size but the full one); shortlist ablation). A
     fixed-feature model FF-k is searched single-shot at its own size ``k`` only. The
-    index table gains a ``model`` column. Each model's per-size copies are dropped
-    before the next model is loaded.
+    index table gains a ``model`` column.
     """
     missing = sorted(set(database_caches) ^ set(query_caches))
     if missing:
@@ -964,6 +975,11 @@ def evaluate_models(
                 model=name,
                 index=index,
                 shortlist_size=shortlist_size,
+                funnels=default_funnels(
+                    [*sizes, full_dim],
+                    [min(int(k), len(db)) for k in funnel_shortlists],
+                    funnel_dims,
+                ),
                 ablation_sizes=ablation_sizes,
                 hnsw_m=hnsw_m,
                 ef_search=ef_search,
@@ -1071,7 +1087,8 @@ def as_accurate_speedup(
 # ----------------------------------------------------------------------------- figures
 
 
-def _metric_label(metric: str, k: int) -> str:
+def metric_label(metric: str, k: int) -> str:
+    """Display name of ``metric@k``: ``"top-1"``, ``"mAP@10"``, ``"P@25"``, ``"hit rate@100"``."""
     return "top-1" if metric == "top1" else f"{_METRIC_NAMES[metric]}@{k}"
 
 
@@ -1088,7 +1105,7 @@ def plot_metric_vs_size(table: pd.DataFrame, metric: str = "map", k: int = 10) -
                 x=group["Ds"].astype(int), y=100 * group["value"], mode="lines+markers", name=name
             )
         )
-    label = _metric_label(metric, k)
+    label = metric_label(metric, k)
     fig.update_layout(
         title=f"Single-shot retrieval: {label} vs representation size",
         xaxis={"title": "representation size", "type": "log", "dtick": math.log10(2)},
@@ -1163,11 +1180,12 @@ def plot_cost_tradeoff(
     best = as_accurate_speedup(sel, metric, k, reference_dim=reference_dim, tolerance=tolerance)
     if len(best):
         b = best.iloc[0]
+        as_good = "as accurate as" if tolerance <= 0 else f"within {100 * tolerance:.3g} points of"
         fig.add_annotation(
             x=math.log10(b["mflops_per_query"]),
             y=100 * b["value"],
             text=(
-                f"as accurate as d={b['reference_Ds']} at {b['flops_ratio']:.0f}× fewer "
+                f"{as_good} d={b['reference_Ds']} at {b['flops_ratio']:.0f}× fewer "
                 f"MFLOPs, {b['speed_ratio']:.1f}× faster"
             ),
             showarrow=True,
@@ -1185,7 +1203,7 @@ def plot_cost_tradeoff(
             showarrow=False,
             text=f"no adaptive or funnel configuration reaches single-shot d={ref}",
         )
-    label = _metric_label(metric, k)
+    label = metric_label(metric, k)
     fig.update_layout(
         title=f"{model}: {label} vs cost ({sel['index'].iloc[0]} shortlisting)",
         xaxis={"title": "MFLOPs / query (exact search)", "type": "log"},
@@ -1198,23 +1216,43 @@ def plot_cost_tradeoff(
 def plot_shortlist_ablation(
     table: pd.DataFrame, metrics: Sequence[tuple[str, int]] = (("top1", 1), ("map", 10))
 ) -> go.Figure:
-    """Shortlist-ablation rows: each ``(metric, k)`` (%) against shortlist length ``K``."""
+    """Shortlist-ablation rows: each ``(metric, k)`` (%) against shortlist length ``K``,
+    with single-shot at the rerank size ``Dr`` as a dashed reference when the table has it."""
     fig = go.Figure()
+    lengths: set[int] = set()
+    colors = itertools.cycle(pio.templates["plotly_white"].layout.colorway)
     for metric, k in metrics:
         sel = _select(table, metric, k)
+        single = sel[sel["method"] == "single-shot"]
         sel = sel[sel["method"] == "shortlist-ablation"].sort_values("K")
+        lengths.update(int(v) for v in sel["K"])
         for (model, ds, dr), group in sel.groupby(["model", "Ds", "Dr"], sort=False):
+            color = next(colors)
+            label = metric_label(metric, k)
             fig.add_trace(
                 go.Scatter(
                     x=group["K"].astype(int),
                     y=100 * group["value"],
                     mode="lines+markers",
-                    name=f"{model} {_metric_label(metric, k)} (Ds={ds}, Dr={dr})",
+                    name=f"{model} {label} (Ds={ds}, Dr={dr})",
+                    line={"color": color},
                 )
             )
+            ref = single[(single["model"] == model) & (single["Ds"] == dr)]
+            if len(ref):
+                fig.add_trace(
+                    go.Scatter(
+                        x=[group["K"].min(), group["K"].max()],
+                        y=[100 * ref["value"].iloc[0]] * 2,
+                        mode="lines",
+                        name=f"{model} {label} single-shot d={dr}",
+                        line={"color": color, "dash": "dash"},
+                    )
+                )
     fig.update_layout(
         title="Adaptive retrieval: shortlist length ablation",
-        xaxis={"title": "shortlist length K", "type": "log"},
+        # Ticks at the measured lengths: a log axis over 100..2048 otherwise labels 2, 3, ... 9.
+        xaxis={"title": "shortlist length K", "type": "log", "tickvals": sorted(lengths)},
         yaxis_title="value (%)",
         template="plotly_white",
     )

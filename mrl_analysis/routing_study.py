@@ -329,6 +329,23 @@ def spread_marker_labels(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def share_histogram_bins(fig: go.Figure, nbins: int = 20) -> go.Figure:
+    """Give every histogram of ``fig`` the same ``nbins`` bins over the range of all their
+    values. Plotly bins each trace over its own range, so a panel whose values barely
+    spread gets hair-thin bars on an x axis shared with wider panels. In place; returns
+    ``fig``."""
+    hists = [t for t in fig.data if t.type == "histogram" and t.x is not None and len(t.x)]
+    if not hists:
+        return fig
+    values = np.concatenate([np.asarray(t.x, dtype=float) for t in hists])
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    size = (hi - lo) / nbins if hi > lo else 1.0
+    # The end is pushed past the maximum so that it falls inside the last bin.
+    for t in hists:
+        t.update(xbins={"start": lo, "end": hi + size * 1e-6, "size": size})
+    return fig
+
+
 def oracle_tables(
     sets_by_eval: Mapping[str, Mapping[str, ScoreSet]],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -463,3 +480,27 @@ def best_cap(summary: pd.DataFrame) -> pd.DataFrame:
     ordered = summary.sort_values(["model", "max_size"])
     best = ordered.loc[ordered.groupby("model", sort=False)["accuracy_mean"].idxmax()]
     return best.reset_index(drop=True)
+
+
+def zoom_tradeoff(
+    fig: go.Figure,
+    points: pd.DataFrame,
+    focus: Sequence[str],
+    *,
+    x: str = "expected_size",
+    margin: float = 0.01,
+) -> go.Figure:
+    """Zoom a :func:`~mrl_analysis.cascade.tradeoff_figure` of ``points`` on the methods
+    ``focus``: y from their lowest accuracy − ``margin`` to the highest accuracy of any
+    point + ``margin``; the log x axis spans the points inside that y range, widened by a
+    factor 1.3 each side. In place; returns ``fig``."""
+    chosen = points[points["method"].isin(list(focus))]
+    if chosen.empty:
+        raise ValueError(f"no points for methods {list(focus)}; the table has {set(points.method)}")
+    lo = float(chosen["accuracy"].min()) - margin
+    hi = float(points["accuracy"].max()) + margin
+    inside = points[(points["accuracy"] >= lo) & (points[x] > 0)][x].dropna()
+    fig.update_yaxes(range=[lo, hi])
+    if not inside.empty:
+        fig.update_xaxes(range=np.log10([inside.min() / 1.3, inside.max() * 1.3]).tolist())
+    return fig

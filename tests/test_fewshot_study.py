@@ -23,6 +23,7 @@ from mrl_analysis.fewshot_study import (
     fewshot_table,
     fluid_study,
     pretrain_novel_labels,
+    sizes_from,
     subset_cache_name,
     trained_classes,
 )
@@ -156,6 +157,15 @@ def test_fewshot_table_on_a_class_subset_counts_its_classes(caches):
         fewshot_table({})
 
 
+def test_min_dim_skips_the_smallest_sizes(caches):
+    evals = {"MRL": caches["MRL"]["test"], "FF-4": caches["FF-4"]["test"]}
+    assert sizes_from(evals["MRL"], 2) == [2, 4]
+    table = fewshot_table(evals, shots=(1,), ways=(3,), n_episodes=5, min_dim=2)
+    assert sorted(table["truncate_dim"].unique()) == [2, 4]
+    with pytest.raises(ValueError, match=r"FF-4 has no size >= min_dim=8 \(its nesting: \[4\]\)"):
+        fewshot_table({"FF-4": evals["FF-4"]}, shots=(1,), ways=(3,), n_episodes=5, min_dim=8)
+
+
 def _checkpoint(path, classes, dataset="folder"):
     torch.manual_seed(0)
     model = build_model("resnet18", len(classes), "mrl", [2, 512], in_channels=3)
@@ -212,7 +222,9 @@ def test_fluid_study_runs_one_stream_through_every_model(caches):
     evals = {name: per_split["test"] for name, per_split in caches.items()}
     trains = {name: per_split["train"] for name, per_split in caches.items()}
     pretrain, novel = [0, 2, 4], [1, 3, 5]
-    study = fluid_study(evals, trains, pretrain, novel, alpha=1.0, head_threshold=0.1, seed=3)
+    study = fluid_study(
+        evals, trains, pretrain, novel, alpha=1.0, head_threshold=0.1, seed=3, min_dim=2
+    )
     expected = make_stream(evals["MRL"].labels, pretrain, novel, alpha=1.0, seed=3)
     np.testing.assert_array_equal(study.stream.indices, expected.indices)
     assert study.head_threshold == pytest.approx(0.1 * len(expected))
@@ -221,7 +233,7 @@ def test_fluid_study_runs_one_stream_through_every_model(caches):
         table, curve = evaluate_fluid(
             cache.features(),
             expected,
-            cache.nesting,
+            sizes_from(cache, 2),
             init_features=trains[name].features(),
             init_labels=trains[name].labels,
             head_threshold=0.1,

@@ -349,7 +349,16 @@ def test_figures_plot_the_table(data):
     assert {"AR Ds=4", "AR Ds=8", "AR Ds=16"} <= set(names)
     assert len(fig8.layout.annotations) == 1
     ablation = plot_shortlist_ablation(table)
-    assert len(ablation.data) == 2
+    assert [t.name for t in ablation.data] == [
+        "model top-1 (Ds=16, Dr=32)",
+        "model top-1 single-shot d=32",
+        "model mAP@10 (Ds=16, Dr=32)",
+        "model mAP@10 single-shot d=32",
+    ]
+    full = table[(table["method"] == "single-shot") & (table["Ds"] == 32) & (table["k"] == 1)]
+    assert list(ablation.data[1].y) == [100 * full["value"].iloc[0]] * 2
+    no_reference = plot_shortlist_ablation(table[table["method"] != "single-shot"])
+    assert len(no_reference.data) == 2
     with pytest.raises(ValueError, match="unknown metric"):
         plot_metric_vs_size(table, "ndcg", 10)
     two = pd.concat([table, table.assign(model="other")])
@@ -429,12 +438,18 @@ def model_caches(tmp_path_factory):
 def test_evaluate_models_runs_each_kind_as_documented(model_caches):
     databases, queries = model_caches
     options = {"ks": [5, 10], "ablation_sizes": [20, 50], "progress": False}
-    report = evaluate_models(databases, queries, n_queries=30, min_dim=4, seed=0, **options)
+    report = evaluate_models(
+        databases, queries, n_queries=30, min_dim=4, seed=0, funnel_shortlists=[60, 30], **options
+    )
     table = report.table
     assert list(table.columns) == TABLE_COLUMNS
     mrl, ff = table[table["model"] == "MRL"], table[table["model"] == "FF-8"]
     assert set(mrl["method"]) == {"single-shot", "adaptive", "funnel", "shortlist-ablation"}
     assert sorted(mrl.loc[mrl["method"] == "single-shot", "Ds"].unique()) == [4, 8, 512]
+    assert set(mrl.loc[mrl["method"] == "funnel", "cascade"]) == {
+        "4 | 8→512 | 60→30",
+        "8 | 512 | 60",
+    }
     assert set(ff["method"]) == {"single-shot"} and set(ff["Ds"]) == {8}
     assert set(report.indexes["model"]) == {"MRL", "FF-8"}
     assert list(report.indexes.columns[:2]) == ["model", "structure"]
@@ -452,6 +467,9 @@ def test_evaluate_models_runs_each_kind_as_documented(model_caches):
     expected = single_shot_table(retriever, q, queries["MRL"].labels[rows], [4], **same)
     got = mrl[(mrl["method"] == "single-shot") & (mrl["Ds"] == 4)]
     np.testing.assert_allclose(got["value"].to_numpy(), expected["value"].to_numpy())
+
+    few = evaluate_models(databases, queries, funnel_dims=[8], **options).table
+    assert set(few.loc[few["method"] == "funnel", "cascade"]) == {"8 | 512 | 150"}  # N = 150
 
     only_single = evaluate_models(databases, queries, full_models=[], min_dim=2, **options)
     assert set(only_single.table["method"]) == {"single-shot"}

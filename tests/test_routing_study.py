@@ -35,12 +35,14 @@ from mrl_analysis.routing_study import (
     per_class_heatmap,
     per_class_tables,
     score_sets,
+    share_histogram_bins,
     spread_marker_labels,
     stack_ff,
     superclass_map_for,
     superclass_members,
     superclass_tables,
     tradeoff_points,
+    zoom_tradeoff,
 )
 
 C = 4
@@ -372,3 +374,29 @@ def test_spread_marker_labels_puts_names_apart():
     spread_marker_labels(fig)
     assert list(fig.data[0].textposition) == ["top right", "top left", "top center"]
     assert list(fig.data[1].textposition) == ["top right", "top left"]
+
+
+def test_share_histogram_bins_uses_one_grid():
+    fig = go.Figure([go.Histogram(x=[-1.0, 0.0]), go.Histogram(x=[0.01, 0.02]), go.Scatter(x=[0])])
+    share_histogram_bins(fig, nbins=4)
+    for trace in fig.data[:2]:
+        assert trace.xbins.start == -1.0 and trace.xbins.size == pytest.approx(0.255)
+    assert share_histogram_bins(go.Figure()) is not None
+
+
+def test_zoom_tradeoff_ranges_follow_the_focus():
+    points = pd.DataFrame(
+        {
+            "method": ["a", "a", "b", "b"],
+            "label": ["", "", "", ""],
+            "expected_size": [2.0, 4.0, 1.0, 100.0],
+            "accuracy": [0.80, 0.85, 0.10, 0.90],
+            "accuracy_std": np.nan,
+        }
+    )
+    fig = zoom_tradeoff(tradeoff_figure(points), points, ["a"], margin=0.05)
+    assert fig.layout.yaxis.range == pytest.approx((0.75, 0.95))
+    # b's point at size 1 lies below the y range, so only sizes 2..100 set the x range.
+    assert fig.layout.xaxis.range == pytest.approx(np.log10([2 / 1.3, 130]))
+    with pytest.raises(ValueError, match="no points for methods"):
+        zoom_tradeoff(fig, points, ["c"])
