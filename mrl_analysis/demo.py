@@ -15,7 +15,7 @@ from mrl_analysis.training import TrainConfig
 DATASET = "fashion-mnist"
 ARCH = "resnet18"
 NESTING = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-FF_SIZES = [2, 8, 32, 512]
+FF_SIZES = [2, 8, 512]
 CHECKPOINT_DIR = Path("data/checkpoints") / DATASET
 
 

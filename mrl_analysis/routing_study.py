@@ -12,7 +12,10 @@ objects (one eval split) into such arrays and runs those analyses over every mod
   or a WordNet depth;
 * table builders over all sets (:func:`superclass_tables`, :func:`per_class_tables`,
   :func:`oracle_tables`, :func:`accuracy_tables`, :func:`cascade_studies`) and the
-  points of the accuracy-vs-cost plane (:func:`tradeoff_points`).
+  points of the accuracy-vs-cost plane (:func:`tradeoff_points`);
+* figure touches the notebooks need: :func:`per_class_heatmap`, readable outlier names and
+  bins on relative-accuracy histograms (:func:`spread_marker_labels`,
+  :func:`share_histogram_bins`), and :func:`zoom_tradeoff` for the accuracy-vs-size plane.
 """
 
 from __future__ import annotations

@@ -150,9 +150,13 @@ def test_fewshot_table_matches_the_array_function(caches):
 
 def test_fewshot_table_on_a_class_subset_counts_its_classes(caches):
     evals = {"MRL": caches["MRL"]["test"]}
-    table = fewshot_table(evals, shots=(1,), ways=(2, 3, None), n_episodes=5, classes=[0, 3, 5])
+    subset = [0, 3, 5]
+    table = fewshot_table(
+        evals, shots=(1,), ways=(2, 3, None), n_episodes=5, all_classes_episodes=2, classes=subset
+    )
     # 3-way is every class of the subset: evaluated once, with the all-classes episodes.
-    assert sorted(table["ways"].unique()) == [2, 3]
+    assert table.groupby("ways")["episodes"].unique().map(list).to_dict() == {2: [5], 3: [2]}
+    assert len(table) == 2 * 3
     with pytest.raises(ValueError, match="no caches"):
         fewshot_table({})
 
