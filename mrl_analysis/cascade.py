@@ -440,7 +440,10 @@ def tradeoff_figure(
         )
     fig.update_xaxes(type="log", title_text=x.replace("_", " "))
     fig.update_yaxes(title_text="top-1 accuracy", tickformat=".1%")
-    fig.update_layout(title=title)
+    # Legend below the plot: the right-hand side holds the annotated large-size points.
+    fig.update_layout(
+        title=title, legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0}
+    )
     return fig
 
 
@@ -470,6 +473,9 @@ def cascade_figure(
         ayref="y",
         showarrow=True,
         arrowhead=2,
+        # The arrow starts at the baseline, usually the largest size: keep the text inside.
+        xanchor="right",
+        yshift=10,
         text=(
             f"same accuracy as {baseline}-{best['baseline_size']:.0f} at "
             f"{best['size_ratio']:.1f}× smaller size (~{best['matched_size']:.0f})"

@@ -27,9 +27,13 @@ class MatryoshkaCELoss(nn.Module):
         if logits.dim() != 3:
             raise ValueError(f"expected stacked logits [G, N, C], got shape {tuple(logits.shape)}")
         g, n, c = logits.shape
-        per_size = F.cross_entropy(
-            logits.reshape(g * n, c), target.repeat(g), reduction="none", **self.ce_kwargs
-        ).view(g, n).mean(dim=1)
+        per_size = (
+            F.cross_entropy(
+                logits.reshape(g * n, c), target.repeat(g), reduction="none", **self.ce_kwargs
+            )
+            .view(g, n)
+            .mean(dim=1)
+        )
         if self.relative_importance is None:
             return per_size.sum()
         if self.relative_importance.numel() != g:

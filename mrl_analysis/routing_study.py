@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from mrl_analysis import wordnet
 from mrl_analysis.cache import EmbeddingCache
 from mrl_analysis.cascade import (
+    DEFAULT_GRID,
     CascadeStudy,
     cascade_study,
     oracle_points,
@@ -413,6 +414,25 @@ def cascade_studies(
     return studies
 
 
+def lowest_thresholds(
+    studies: Mapping[str, CascadeStudy], lowest: float = float(DEFAULT_GRID[0])
+) -> pd.DataFrame:
+    """Where the learned threshold is the grid's ``lowest`` value: moving up from that
+    size never helped on the held-out samples (ties go to the smallest threshold), so the
+    cascade stops there almost always. Columns ``model, truncate_dim, n_splits,
+    share_of_splits``, one row per model × size where it happened."""
+    rows = []
+    for name, study in studies.items():
+        th = study.thresholds
+        n = th["split"].nunique()
+        hits = th[np.isclose(th["threshold"], lowest)].groupby("truncate_dim").size()
+        rows += [
+            {"model": name, "truncate_dim": int(m), "n_splits": int(k), "share_of_splits": k / n}
+            for m, k in hits.items()
+        ]
+    return pd.DataFrame(rows, columns=["model", "truncate_dim", "n_splits", "share_of_splits"])
+
+
 def cascade_summary(studies: Mapping[str, CascadeStudy]) -> pd.DataFrame:
     """Every study's summary (mean ± std over splits per cap; paper Table 3), stacked."""
     return pd.concat([s.summary() for s in studies.values()], ignore_index=True)
@@ -506,4 +526,33 @@ def zoom_tradeoff(
     fig.update_yaxes(range=[lo, hi])
     if not inside.empty:
         fig.update_xaxes(range=np.log10([inside.min() / 1.3, inside.max() * 1.3]).tolist())
+    return fig
+
+
+def move_arrow_text(fig: go.Figure, x: float = 0.98, y: float = 0.04) -> go.Figure:
+    """Move the text of every arrow annotation into a boxed label at ``(x, y)`` of the plot
+    area (right-aligned), keeping the arrows: :func:`~mrl_analysis.cascade.cascade_figure`
+    writes it at the arrow's tail, across the lines near the baseline point. Shifts that
+    placed the text are dropped, so each arrow joins its two data points exactly. In place;
+    returns ``fig``.
+    """
+    texts = []
+    for note in fig.layout.annotations:
+        if note.showarrow is not False and note.text:  # unset means plotly's default, True
+            texts.append(note.text)
+            note.update(text="", xshift=0, yshift=0)
+    for i, text in enumerate(texts):
+        fig.add_annotation(
+            text=text,
+            xref="paper",
+            yref="paper",
+            x=x,
+            y=y + 0.08 * i,
+            xanchor="right",
+            yanchor="bottom",
+            showarrow=False,
+            bgcolor="rgba(255, 255, 255, 0.85)",
+            bordercolor="#444",
+            borderwidth=1,
+        )
     return fig

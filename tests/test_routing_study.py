@@ -30,6 +30,8 @@ from mrl_analysis.routing_study import (
     best_cap,
     cascade_studies,
     cascade_summary,
+    lowest_thresholds,
+    move_arrow_text,
     oracle_tables,
     paired_by_size,
     per_class_heatmap,
@@ -400,3 +402,31 @@ def test_zoom_tradeoff_ranges_follow_the_focus():
     assert fig.layout.xaxis.range == pytest.approx(np.log10([2 / 1.3, 130]))
     with pytest.raises(ValueError, match="no points for methods"):
         zoom_tradeoff(fig, points, ["c"])
+
+
+def test_lowest_thresholds_flag_stalled_pairs():
+    s = _random_set()
+    # Size 4 copies size 2: moving up never helps, so the threshold at 2 is the lowest.
+    logits = s.logits.copy()
+    logits[1] = logits[0]
+    studies = cascade_studies({"MRL": replace(s, logits=logits)}, n_splits=4)
+    stalled = lowest_thresholds(studies)
+    row = stalled[stalled.truncate_dim == 2].iloc[0]
+    assert row["model"] == "MRL-AC" and row["n_splits"] == 4 and row["share_of_splits"] == 1.0
+    assert list(lowest_thresholds(studies, lowest=-1.0).columns) == [
+        "model",
+        "truncate_dim",
+        "n_splits",
+        "share_of_splits",
+    ]
+
+
+def test_move_arrow_text_keeps_the_arrow():
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[1, 2]))
+    fig.add_annotation(x=1, y=1, ax=2, ay=2, axref="x", ayref="y", text="k× smaller", yshift=10)
+    fig.add_annotation(x=1, y=2, text="plain", showarrow=False)
+    move_arrow_text(fig)
+    arrow, plain, label = fig.layout.annotations
+    assert arrow.text == "" and arrow.showarrow is not False and arrow.yshift == 0
+    assert plain.text == "plain"
+    assert label.text == "k× smaller" and label.xref == "paper" and not label.showarrow
