@@ -22,14 +22,14 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mrl_analysis.cache import EmbeddingCache, cache_path, embed_dataset
-from mrl_analysis.checkpoints import load_checkpoint, load_model
-from mrl_analysis.datasets import DatasetBundle, get_dataset
+from mrl_analysis.cache import EmbeddingCache
+from mrl_analysis.checkpoints import load_checkpoint
+from mrl_analysis.datasets import DatasetBundle
+from mrl_analysis.experiment import build_caches, require_checkpoints
 from mrl_analysis.fewshot import Metric, fewshot_accuracy
 from mrl_analysis.fluid import (
     Distribution,
@@ -38,6 +38,7 @@ from mrl_analysis.fluid import (
     make_stream,
     resolve_head_threshold,
 )
+from mrl_analysis.models import MatryoshkaModel
 
 __all__ = [
     "FluidStudy",
@@ -146,38 +147,36 @@ def build_subset_caches(
     model was trained on. The few-shot and FLUID learners read only features and labels.
     Caches live under :func:`subset_cache_name`.
     """
-    missing = {name: str(p) for name, p in models.items() if not Path(p).exists()}
-    if missing:
-        raise FileNotFoundError(
-            f"checkpoints not found: {missing}; train them first (`make demo` trains the "
-            "Fashion-MNIST class-subset models, or `mrl-analysis train` with classes=...)"
-        )
-    bundles: dict[str, DatasetBundle] = {}
-    caches: dict[str, dict[str, EmbeddingCache]] = {}
-    for name, checkpoint in models.items():
-        model = load_model(checkpoint)
-        classes = _recorded_classes(model.meta, model.class_names, checkpoint)
+    require_checkpoints(
+        models,
+        "train them first (`make demo` trains the Fashion-MNIST class-subset models, or "
+        "`mrl-analysis train` with classes=...)",
+    )
+
+    def subset_folder(
+        name: str, model: MatryoshkaModel, bundles: Mapping[str, DatasetBundle]
+    ) -> str:
+        classes = _recorded_classes(model.meta, model.class_names, models[name])
         trained_on = model.meta.get("dataset")
         if trained_on is not None and trained_on != dataset:
             raise ValueError(f"{name} was trained on {trained_on!r}, not on {dataset!r}")
-        folder = subset_cache_name(name, classes)
-        caches[name] = {}
-        for split in splits:
-            if split not in bundles:
-                bundles[split] = get_dataset(dataset, split, root=data_root)
-            class_labels(bundles[split].class_ids, classes)  # every trained class must exist
-            with warnings.catch_warnings():
-                # Expected here: the bundle names all classes, the logits only the trained ones.
-                warnings.filterwarnings("ignore", message=r"the bundle names \d+ classes but")
-                caches[name][split] = embed_dataset(
-                    model,
-                    bundles[split],
-                    cache_path(cache_root, folder, dataset, split),
-                    batch_size=batch_size,
-                    model_id=folder,
-                    progress=progress,
-                )
-    return caches
+        for bundle in bundles.values():
+            class_labels(bundle.class_ids, classes)  # every trained class must exist
+        return subset_cache_name(name, classes)
+
+    with warnings.catch_warnings():
+        # Expected here: the bundle names all classes, the logits only the trained ones.
+        warnings.filterwarnings("ignore", message=r"the bundle names \d+ classes but")
+        return build_caches(
+            models,
+            dataset,
+            splits,
+            cache_root=cache_root,
+            data_root=data_root,
+            batch_size=batch_size,
+            progress=progress,
+            cache_name=subset_folder,
+        )
 
 
 # --------------------------------------------------------------------------- few-shot
