@@ -244,24 +244,34 @@ class CascadeStudy:
     def summary(self) -> pd.DataFrame:
         """Mean and std over splits per cap (paper Table 3): ``<metric>_mean/_std``."""
         metrics = [c for c in self.results.columns if c not in ("split", "max_size")]
-        table = self.results.groupby("max_size")[metrics].agg(["mean", "std"])
-        table.columns = [f"{m}_{stat}" for m, stat in table.columns]
-        return table.reset_index().assign(model=self.model)
+        return mean_std(self.results, "max_size", metrics, self.model)
 
     def points(self, method: str | None = None) -> pd.DataFrame:
         """Rows for the accuracy-vs-size plane (see :func:`tradeoff_figure`)."""
         s = self.summary()
-        return pd.DataFrame(
-            {
-                "method": method or self.model,
-                "label": [f"cap {m}" for m in s["max_size"]],
-                "expected_size": s["expected_size_mean"],
-                "expected_size_std": s["expected_size_std"],
-                "expected_cumulative_size": s["expected_cumulative_size_mean"],
-                "accuracy": s["accuracy_mean"],
-                "accuracy_std": s["accuracy_std"],
-            }
-        )
+        return summary_points(s, method or self.model, [f"cap {m}" for m in s["max_size"]])
+
+
+def mean_std(results: pd.DataFrame, by: str, metrics: Sequence[str], model: str) -> pd.DataFrame:
+    """Mean and std over splits of ``metrics`` per value of ``by``: ``<metric>_mean/_std``."""
+    table = results.groupby(by)[list(metrics)].agg(["mean", "std"])
+    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    return table.reset_index().assign(model=model)
+
+
+def summary_points(summary: pd.DataFrame, method: str, labels: Sequence[str]) -> pd.DataFrame:
+    """Rows of a :func:`mean_std` summary for the accuracy-vs-size plane, one per label."""
+    return pd.DataFrame(
+        {
+            "method": method,
+            "label": list(labels),
+            "expected_size": summary["expected_size_mean"],
+            "expected_size_std": summary["expected_size_std"],
+            "expected_cumulative_size": summary["expected_cumulative_size_mean"],
+            "accuracy": summary["accuracy_mean"],
+            "accuracy_std": summary["accuracy_std"],
+        }
+    )
 
 
 def cascade_study_reduced(

@@ -30,7 +30,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from mrl_analysis.cascade import confidence_and_correctness, holdout_splits, tradeoff_figure
+from mrl_analysis.cascade import (
+    confidence_and_correctness,
+    holdout_splits,
+    mean_std,
+    summary_points,
+    tradeoff_figure,
+)
 from mrl_analysis.oracle import check_nesting
 
 DEFAULT_COST_WEIGHTS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 61)])
@@ -91,24 +97,12 @@ class RouterStudy:
     def summary(self) -> pd.DataFrame:
         """Mean and std over splits per ``λ``: ``<metric>_mean/_std``."""
         metrics = ["accuracy", "expected_size", "expected_cumulative_size"]
-        table = self.results.groupby("cost_weight")[metrics].agg(["mean", "std"])
-        table.columns = [f"{m}_{stat}" for m, stat in table.columns]
-        return table.reset_index().assign(model=self.model)
+        return mean_std(self.results, "cost_weight", metrics, self.model)
 
     def points(self, method: str | None = None) -> pd.DataFrame:
         """Rows for :func:`mrl_analysis.cascade.tradeoff_figure`."""
         s = self.summary()
-        return pd.DataFrame(
-            {
-                "method": method or self.model,
-                "label": [f"λ = {w:.2g}" for w in s["cost_weight"]],
-                "expected_size": s["expected_size_mean"],
-                "expected_size_std": s["expected_size_std"],
-                "expected_cumulative_size": s["expected_cumulative_size_mean"],
-                "accuracy": s["accuracy_mean"],
-                "accuracy_std": s["accuracy_std"],
-            }
-        )
+        return summary_points(s, method or self.model, [f"λ = {w:.2g}" for w in s["cost_weight"]])
 
 
 def router_study(
