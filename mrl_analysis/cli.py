@@ -71,7 +71,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mrl_analysis.runner import print_summary, run_batch
 
     summary = run_batch(
-        args.batch, only=args.only or None, runs_dir=args.runs_dir, figures_dir=args.figures_dir
+        args.batch,
+        only=args.only or None,
+        runs_dir=args.runs_dir,
+        figures_dir=args.figures_dir,
+        force=args.force,
     )
     print_summary(summary)
     return 1 if (summary["status"] != "ok").any() else 0
@@ -81,7 +85,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mrl_analysis import demo
 
     t0 = time.perf_counter()
-    return demo.run_demo(epochs=args.epochs, only=args.only, started=t0)
+    return demo.run_demo(epochs=args.epochs, only=args.only, started=t0, force=args.force)
+
+
+_FORCE_HELP = "run every notebook, also those whose inputs are unchanged since their last run"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", help="only these entries of the batch")
     p.add_argument("--runs-dir", dest="runs_dir")
     p.add_argument("--figures-dir", dest="figures_dir")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="train the default models, embed, run the default batch")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--only", nargs="*", help="only these demo models")
+    p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -61,6 +61,7 @@ def run_demo(
     only: list[str] | None = None,
     started: float | None = None,
     batch: str | None = None,
+    force: bool = False,
 ) -> int:
     """``make demo``: train what is missing, cache embeddings, run the default batch."""
     from mrl_analysis.experiment import build_caches
@@ -78,7 +79,7 @@ def run_demo(
         {DISPLAY_NAMES[n]: p for n, p in subset.items()}, DATASET, ["train", "test"]
     )
     print(f"[demo] 3/3 running the notebooks ({time.perf_counter() - start:.0f}s so far)")
-    summary = run_batch(batch)
+    summary = run_batch(batch, force=force)
     print_summary(summary)
     folders = sorted({str(Path(f)) for f in summary["figures_dir"]})
     print(f"[demo] done in {time.perf_counter() - start:.0f}s; figures in:")

@@ -38,6 +38,17 @@ The executed notebook is kept as ``<runs_dir>/<batch>/<name>.ipynb`` (also when 
 papermill saves it with the failing cell marked), and the summary table as
 ``<runs_dir>/<batch>/summary.csv``.
 
+Re-runs: a notebook whose inputs have not changed since its last successful run is not run
+again (status ``ok``, ``reused`` true), provided its executed notebook and figures are still
+there. Its inputs are the notebook file, the parameters it gets, the figure formats, the
+``MRL_*`` environment variables, the ``mrl_analysis`` sources, and every file or folder that
+a parameter value (given, or the notebook's default) names, relative to the batch root:
+checkpoints, cache folders (their files' sizes and modification times). The record is
+``<runs_dir>/<batch>/.<name>.inputs.json``, written when the batch ends, so that caches one
+notebook adds for another do not invalidate the first. Data read through other routes (a
+dataset found by its default location) is not tracked: pass ``force=True`` (``--force``) to
+run everything.
+
 Kernel: by default the ``python3`` kernelspec, provided it starts this very interpreter (the
 spec ipykernel installs into a virtual environment names plain ``python``, which
 jupyter_client replaces by the running interpreter). When it points elsewhere — e.g. a
@@ -47,7 +58,11 @@ this interpreter is installed into ``sys.prefix`` once and used instead.
 
 from __future__ import annotations
 
+import ast
 import difflib
+import hashlib
+import itertools
+import json
 import os
 import re
 import shutil
@@ -77,7 +92,11 @@ SUMMARY_COLUMNS = [
     "error",
     "executed",
     "figures_dir",
+    "reused",
 ]
+#: A folder named by a parameter with more files than this is not fingerprinted (the
+#: notebook then always runs): walking, say, a whole dataset tree would cost more than it saves.
+MAX_FINGERPRINT_FILES = 10_000
 
 _BATCH_KEYS = ("name", "root", "figure_formats", "runs_dir", "figures_dir", "defaults", "notebooks")
 _ENTRY_KEYS = ("name", "path", "parameters")
@@ -403,6 +422,115 @@ def _source_cell_index(executed: Path, cell_index: int) -> int:
     return cell_index - sum("injected-parameters" in tags(c) for c in cells[:cell_index])
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def _notebook_defaults(notebook: Path) -> list[Any]:
+    values = []
+    for spec in notebook_parameters(notebook).values():
+        try:
+            values.append(ast.literal_eval(spec["default"]))
+        except (ValueError, SyntaxError):  # an expression, not a literal: names no path
+            continue
+    return values
+
+
+def _file_states(values: list[Any], root: Path) -> list[tuple[str, int, int]] | None:
+    """``(path, size, mtime_ns)`` of every file the strings in ``values`` name under ``root``;
+    ``None`` when a named folder is too big to fingerprint."""
+    files: set[Path] = set()
+    for text in _strings(values):
+        if not text.strip():  # "" would name the batch root itself
+            continue
+        try:
+            path = (root / text).expanduser()
+            if path.is_file():
+                files.add(path)
+            elif path.is_dir():
+                found = list(itertools.islice(path.rglob("*"), MAX_FINGERPRINT_FILES + 1))
+                if len(found) > MAX_FINGERPRINT_FILES:
+                    return None
+                # Lock files are touched by readers too; they say nothing about the content.
+                files.update(p for p in found if p.is_file() and p.suffix != ".lock")
+        except (OSError, ValueError):  # not a path at all (too long, NUL byte, ...)
+            continue
+    states = []
+    for path in sorted(files):
+        stat = path.stat()
+        states.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return states
+
+
+def _library_digest() -> str:
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".json", ".yaml"}:
+            digest.update(str(path.relative_to(package)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def input_fingerprint(entry: BatchEntry, parameters: Mapping[str, Any], batch: Batch) -> str | None:
+    """A digest of everything a notebook run reads that the runner can see (module docstring:
+    "Re-runs"); ``None`` when it cannot be fingerprinted."""
+    files = _file_states([parameters, _notebook_defaults(entry.notebook)], batch.root)
+    if files is None:
+        return None
+    record = {
+        "notebook": hashlib.sha256(entry.notebook.read_bytes()).hexdigest(),
+        "parameters": parameters,
+        "figure_formats": batch.figure_formats,
+        "environment": {k: v for k, v in os.environ.items() if k.startswith("MRL_")},
+        "library": _library_digest(),
+        "files": files,
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _record_path(entry: BatchEntry, batch: Batch) -> Path:
+    return batch.runs_dir / batch.name / f".{entry.name}.inputs.json"
+
+
+def _reusable(entry: BatchEntry, fingerprint: str | None, batch: Batch) -> dict[str, Any] | None:
+    """The recorded row of the last successful run, if its inputs and outputs are unchanged."""
+    record = _record_path(entry, batch)
+    if fingerprint is None or not record.is_file():
+        return None
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):  # a damaged record only costs a re-run
+        return None
+    row = saved.get("row", {})
+    fig_dir = batch.figures_dir / batch.name / entry.name
+    if (
+        saved.get("fingerprint") != fingerprint
+        or not Path(row.get("executed") or "").is_file()
+        or not fig_dir.is_dir()
+        or _count_figures(fig_dir) != row.get("figures")
+    ):
+        return None
+    return row
+
+
+def _write_record(entry: BatchEntry, fingerprint: str | None, row: Mapping, batch: Batch) -> None:
+    record = _record_path(entry, batch)
+    if fingerprint is None or row["status"] != "ok":
+        record.unlink(missing_ok=True)
+        return
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "row": dict(row)}, default=str))
+    tmp.replace(record)
+
+
 def _run_entry(
     entry: BatchEntry,
     parameters: dict[str, Any],
@@ -419,6 +547,7 @@ def _run_entry(
     fig_dir.mkdir(parents=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
     executed.unlink(missing_ok=True)
+    _record_path(entry, batch).unlink(missing_ok=True)
 
     env = {"MRL_FIGURES_DIR": str(fig_dir)}
     if batch.figure_formats is not None:
@@ -457,6 +586,7 @@ def _run_entry(
         "error": error,
         "executed": str(executed) if executed.exists() else "",
         "figures_dir": str(fig_dir),
+        "reused": False,
     }
 
 
@@ -468,6 +598,7 @@ def run_batch(
     figures_dir: str | os.PathLike | None = None,
     kernel_name: str | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> pd.DataFrame:
     """Run a batch's notebooks headless; return the summary, one row per notebook run.
 
@@ -478,8 +609,9 @@ def run_batch(
     stop the others. Summary columns: ``name, notebook, status ("ok" | "failed"), seconds,
     figures`` (distinct figure names written), ``cell`` (index of the failing cell in the
     source notebook), ``error`` (cell, ``In [n]``, failing line, exception), ``executed`` (the
-    executed notebook, kept also on failure), ``figures_dir``. Also saved as
-    ``<runs_dir>/<batch>/summary.csv``.
+    executed notebook, kept also on failure), ``figures_dir``, ``reused`` (true: its inputs
+    were unchanged since its last successful run, so it was not run again; ``force=True``
+    runs every notebook). Also saved as ``<runs_dir>/<batch>/summary.csv``.
     """
     from tqdm.auto import tqdm
 
@@ -508,11 +640,21 @@ def run_batch(
     ) as bar:
         for entry in entries:
             bar.set_postfix_str(entry.name)
-            row = _run_entry(entry, parameters[entry.name], spec, kernel)
+            start = time.perf_counter()
+            fingerprint = input_fingerprint(entry, parameters[entry.name], spec)
+            row = None if force else _reusable(entry, fingerprint, spec)
+            if row is None:
+                row = _run_entry(entry, parameters[entry.name], spec, kernel)
+            else:
+                row = {**row, "seconds": round(time.perf_counter() - start, 2), "reused": True}
             rows.append(row)
             if progress:
                 bar.write(_status_line(row))
             bar.update()
+    # Recorded after the whole batch: a later notebook may add caches an earlier one names.
+    for entry, row in zip(entries, rows, strict=True):
+        if not row["reused"]:
+            _write_record(entry, input_fingerprint(entry, parameters[entry.name], spec), row, spec)
 
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"cell": "Int64"})
     (spec.runs_dir / spec.name).mkdir(parents=True, exist_ok=True)
@@ -522,6 +664,8 @@ def run_batch(
 
 def _status_line(row: Mapping[str, Any]) -> str:
     text = f"[{row['status']:>6}] {row['name']}  {row['seconds']:.1f}s  {row['figures']} figure(s)"
+    if row["reused"]:
+        text += "  (inputs unchanged since its last run: not run again)"
     return f"{text}  {row['error']}" if row["error"] else text
 
 

@@ -224,3 +224,62 @@ def test_kernel_runs_this_interpreter() -> None:
     assert not _runs_this_interpreter(["/nonexistent/env/bin/python"])
     with pytest.raises(ValueError, match="no Jupyter kernel named 'pyhton3'.*did you mean"):
         resolve_kernel("pyhton3")
+
+
+READ_PARAMS = 'path = "data/value.txt"\n'
+READ_BODY = """\
+import pandas as pd
+
+from mrl_analysis.figures import save_figure
+import plotly.graph_objects as go
+
+value = float(open(path).read())
+table = pd.DataFrame({"x": [0], "y": [value]})
+save_figure(go.Figure(go.Bar(x=table["x"], y=table["y"])), table, "value", formats=["html"])
+"""
+
+
+def test_unchanged_notebooks_are_reused_until_an_input_changes(project: Path) -> None:
+    _notebook(project / "nbs" / "read.ipynb", READ_PARAMS, READ_BODY)
+    (project / "data" / "value.txt").write_text("1")
+    batch = _write_batch(
+        project, {"name": "reuse", "notebooks": [{"name": "read", "path": "nbs/read.ipynb"}]}
+    )
+    csv = project / "figures" / "reuse" / "read" / "value.csv"
+
+    def run(**kwargs) -> pd.Series:
+        row = run_batch(batch, progress=False, **kwargs).iloc[0]
+        assert row["status"] == "ok" and row["figures"] == 1, row["error"]
+        return row
+
+    assert not run()["reused"]
+    again = run()
+    assert again["reused"] and again["executed"].endswith("read.ipynb")
+    assert pd.read_csv(csv)["y"].tolist() == [1.0]
+    # The file the notebook's default parameter names changes: it runs again.
+    (project / "data" / "value.txt").write_text("250")
+    assert not run()["reused"]
+    assert pd.read_csv(csv)["y"].tolist() == [250.0]
+    assert run()["reused"]
+    assert not run(force=True)["reused"]
+    # Outputs gone, or other parameters: it runs again.
+    for p in csv.parent.iterdir():
+        p.unlink()
+    assert not run()["reused"] and csv.is_file()
+    (project / "data" / "other.txt").write_text("7")
+    batch.write_text(
+        yaml.safe_dump(
+            {
+                "name": "reuse",
+                "notebooks": [
+                    {
+                        "name": "read",
+                        "path": "nbs/read.ipynb",
+                        "parameters": {"path": "data/other.txt"},
+                    }
+                ],
+            }
+        )
+    )
+    assert not run()["reused"]
+    assert pd.read_csv(csv)["y"].tolist() == [7.0]
