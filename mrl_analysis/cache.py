@@ -547,7 +547,8 @@ def embed_dataset(
     object with ``dataset`` and ``fingerprint`` (``targets``, ``class_names``,
     ``class_ids``, ``hierarchy``, ``sample_ids``, ``transform``, ``split``, ``name`` are
     used when present). If ``cache_dir`` already holds a cache with the same provenance
-    it is returned at once; otherwise it is (re)computed, resuming an interrupted run from
+    it is returned once its checksums match (a damaged cache is rebuilt, with a warning);
+    otherwise it is (re)computed, resuming an interrupted run from
     its finished chunks, and swapped in atomically. Batches never straddle a chunk, so
     keep ``chunk_size`` a multiple of ``batch_size``. ``device`` (default: where the model
     is) moves the model there. ``model_id`` is a label for the manifest (default: from
@@ -721,6 +722,13 @@ def _current_cache(cache_dir: Path, provenance: dict[str, Any], key: str) -> Emb
         logger.warning("replacing the unreadable cache at %s: %s", cache_dir, exc)
         return None
     if cache.manifest.get("key") == key:
+        # Reuse reads the checksums (~0.1 s per 100 MB): a damaged array of the right size
+        # opens fine, and reusing it would feed silently wrong numbers to every analysis.
+        try:
+            cache.verify()
+        except CacheCorruptedError as exc:
+            logger.warning("replacing the corrupted cache at %s: %s", cache_dir, exc)
+            return None
         return cache
     old = cache.manifest.get("provenance", {})
     changed = [name for name, value in provenance.items() if old.get(name) != value]

@@ -6,6 +6,7 @@ kaleido and a Chromium) and ``<name>.csv`` (the table it plots), plus SVG/PDF on
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +22,19 @@ def figure_dir(default: str | os.PathLike = "figures") -> Path:
     return Path(os.environ.get("MRL_FIGURES_DIR", default))
 
 
-def _ensure_browser() -> None:
+class _IgnoredPipeMessage(logging.Filter):
+    """choreographer logs, with a traceback, a Chromium pipe message it cannot decode and then
+    ignores: the export still succeeds, but in a notebook the traceback reads as a failure.
+    A real export failure still raises from ``write_image``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "JSONError decoding message" not in record.getMessage()
+
+
+def _prepare_static_export() -> None:
+    pipe_logger = logging.getLogger("choreographer.channels.pipe")
+    if not any(isinstance(f, _IgnoredPipeMessage) for f in pipe_logger.filters):
+        pipe_logger.addFilter(_IgnoredPipeMessage())
     # kaleido >= 1 drives a Chromium; Debian installs it at /usr/bin/chromium, which
     # kaleido's own lookup (choreographer) does not always find on its own.
     if "BROWSER_PATH" not in os.environ:
@@ -59,7 +72,7 @@ def save_figure(
         if fmt == "html":
             fig.write_html(tmp, include_plotlyjs="cdn")
         elif fmt in STATIC_FORMATS:
-            _ensure_browser()
+            _prepare_static_export()
             fig.write_image(tmp, format=fmt, scale=scale)
         else:
             raise ValueError(f"unknown figure format {fmt!r}: use html, png, svg or pdf")

@@ -7,6 +7,7 @@ so that the killed / racing processes build exactly the same model and data.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -385,7 +386,7 @@ def test_two_processes_build_the_cache_once(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_corruption_is_detected(tmp_path):
+def test_corruption_is_detected(tmp_path, caplog):
     target = tmp_path / "c"
     embed_dataset(make_model(), make_bundle(8), target, progress=False)
     logits_file = target / "logits.npy"
@@ -395,6 +396,11 @@ def test_corruption_is_detected(tmp_path):
     cache = open_cache(target)  # same size and header: only the checksum can tell
     with pytest.raises(CacheCorruptedError, match=r"logits\.npy.*sha256.*delete"):
         cache.verify()
+    # Asked again, embed_dataset checks the checksums and rebuilds rather than reuse it.
+    with caplog.at_level(logging.WARNING, logger="mrl_analysis.cache"):
+        rebuilt = embed_dataset(make_model(), make_bundle(8), target, progress=False)
+    assert "replacing the corrupted cache" in caplog.text and "logits.npy" in caplog.text
+    rebuilt.verify()
 
     features_file = target / "features.npy"
     features_file.write_bytes(features_file.read_bytes()[:-10])
