@@ -32,7 +32,11 @@ class _IgnoredPipeMessage(logging.Filter):
 
 
 def _prepare_static_export() -> None:
-    pipe_logger = logging.getLogger("choreographer.channels.pipe")
+    # logistro (kaleido's logging) gives its loggers extra methods: create this one its way,
+    # a plain logging.getLogger first would leave choreographer a logger without them.
+    import logistro
+
+    pipe_logger = logistro.getLogger("choreographer.channels.pipe")
     if not any(isinstance(f, _IgnoredPipeMessage) for f in pipe_logger.filters):
         pipe_logger.addFilter(_IgnoredPipeMessage())
     # kaleido >= 1 drives a Chromium; Debian installs it at /usr/bin/chromium, which

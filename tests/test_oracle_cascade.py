@@ -208,6 +208,7 @@ def test_cascade_study_from_probabilities_and_figure():
         ]
     )
     red = size_reduction(points, "MRL-AC", "FF").dropna()
+    red = red[~red["baseline_dominated"]]
     fig = cascade_figure(points)
     assert len(fig.data) == 4
     if len(red):
@@ -233,16 +234,18 @@ def test_single_size_points_read_linear_accuracy_tables():
 def test_size_reduction_matches_hand_count():
     points = pd.DataFrame(
         {
-            "method": ["MRL-AC"] * 3 + ["FF"] * 3,
+            "method": ["MRL-AC"] * 3 + ["FF"] * 4,
             "label": "",
-            "expected_size": [10, 20, 40, 64, 128, 256],
-            "accuracy": [0.5, 0.6, 0.7, 0.55, 0.6, 0.75],
+            "expected_size": [10, 20, 40, 64, 128, 256, 512],
+            "accuracy": [0.5, 0.6, 0.7, 0.55, 0.6, 0.75, 0.58],
             "accuracy_std": np.nan,
         }
     )
     red = size_reduction(points, "MRL-AC", "FF")
-    np.testing.assert_allclose(red["matched_size"], [20, 20, np.nan])
-    np.testing.assert_allclose(red["size_ratio"], [3.2, 6.4, np.nan])
+    np.testing.assert_allclose(red["matched_size"], [20, 20, np.nan, 20])
+    np.testing.assert_allclose(red["size_ratio"], [3.2, 6.4, np.nan, 25.6])
+    # FF-512 is less accurate than FF-128 and FF-256: 25.6× against it would overstate.
+    assert red["baseline_dominated"].tolist() == [False, False, False, True]
     fig = cascade_figure(points)
     assert "FF-128 at 6.4× smaller size" in fig.layout.annotations[0].text
     with pytest.raises(ValueError, match="'router'"):

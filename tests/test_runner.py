@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -283,3 +284,14 @@ def test_unchanged_notebooks_are_reused_until_an_input_changes(project: Path) ->
     )
     assert not run()["reused"]
     assert pd.read_csv(csv)["y"].tolist() == [7.0]
+
+
+def test_readme_imagenet_batch_validates() -> None:
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = re.search(r"```yaml\n(name: imagenet\n.*?)```", text, re.S)
+    assert block, "README lost its ImageNet batch example"
+    spec = {**yaml.safe_load(block.group(1)), "root": str(root)}
+    resolved = check_batch(load_batch(spec))
+    assert resolved["01_per_dimension_accuracy"]["eval_split"] == "val"
+    assert resolved["01_per_dimension_accuracy"]["baseline_model"] == "FF-2048"
