@@ -810,6 +810,7 @@ def evaluate_retrieval(
     ablation_dim: int | None = None,
     ablation_sizes: Sequence[int] = DEFAULT_ABLATION_SIZES,
     hnsw_m: int = 32,
+    ef_construction: int = 40,
     ef_search: int = 128,
     threads: int | None = None,
     progress: bool = True,
@@ -818,12 +819,13 @@ def evaluate_retrieval(
     in ``nesting``, funnels (:func:`default_funnels` unless given) and the shortlist-length
     ablation at ``ablation_dim`` (16 if in ``nesting``, else the nesting size nearest 16)
     reranked at full size. The full size is added to ``nesting`` when missing. ``index``,
-    ``hnsw_m``, ``ef_search`` and ``threads`` go to :class:`Retriever`."""
+    ``hnsw_m``, ``ef_construction``, ``ef_search`` and ``threads`` go to :class:`Retriever`."""
     retriever = Retriever(
         database,
         database_labels,
         index=index,
         hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
         ef_search=ef_search,
         threads=threads,
     )
@@ -908,6 +910,7 @@ def evaluate_models(
     funnel_dims: Sequence[int] | None = None,
     ablation_sizes: Sequence[int] = DEFAULT_ABLATION_SIZES,
     hnsw_m: int = 32,
+    ef_construction: int = 40,
     ef_search: int = 128,
     threads: int | None = None,
     progress: bool = True,
@@ -982,6 +985,7 @@ def evaluate_models(
                 ),
                 ablation_sizes=ablation_sizes,
                 hnsw_m=hnsw_m,
+                ef_construction=ef_construction,
                 ef_search=ef_search,
                 threads=threads,
                 **options,
@@ -993,6 +997,7 @@ def evaluate_models(
                 database.labels,
                 index=index,
                 hnsw_m=hnsw_m,
+                ef_construction=ef_construction,
                 ef_search=ef_search,
                 threads=threads,
             )
