@@ -18,6 +18,12 @@ largest array. The manifest records the largest absolute rounding error actually
 Logits stay float32: near-ties between classes are common enough that float16 would flip
 some predictions, and the oracle / cascade analyses compare predictions exactly.
 
+Class subsets. A split whose labels can only be some of the model's classes (ImageNet-A
+and -R: 200 of the 1000; ``bundle.class_subset_indices``) is scored among those classes
+only, as in the paper: the other classes' logits are stored as ``-inf`` (so every
+prediction, probability and cascade sees the 200-way problem) and ``logits_at`` applies
+the same mask; the manifest lists the subset under ``dataset.class_subset``.
+
 Reuse and staleness. A cache is keyed by a hash of its provenance: the checkpoint's
 content hash, the dataset fingerprint, split, transform ``repr``, sample count, head kind,
 nesting and feature dtype. ``embed_dataset`` with the same key returns the existing cache;
@@ -189,7 +195,18 @@ def _provenance(
         "kind": str(model.kind),
         "nesting": [int(m) for m in model.nesting],
         "features_dtype": features_dtype,
+        # Only when present, so that the keys of ordinary caches stay what they were.
+        **(
+            {"class_subset": subset.tolist()}
+            if (subset := _class_subset(bundle)) is not None
+            else {}
+        ),
     }
+
+
+def _class_subset(bundle: Any) -> np.ndarray | None:
+    subset = getattr(bundle, "class_subset_indices", None)
+    return None if subset is None else np.unique(np.asarray(subset, dtype=np.int64))
 
 
 def _versions() -> dict[str, str | None]:
@@ -464,6 +481,7 @@ def _assemble(
     sample_ids: list[str],
     targets: np.ndarray | None,
     head_params: tuple[np.ndarray, np.ndarray] | None,
+    class_subset: np.ndarray | None,
 ) -> dict[str, Any]:
     """Write the final arrays into ``tmp``; returns the precision report for the manifest."""
     n = bounds[-1][1]
@@ -475,6 +493,12 @@ def _assemble(
     with np.load(chunks[0]) as z:
         d = z["features"].shape[1]
         G, _, C = z["logits"].shape
+    if class_subset is not None and (class_subset.min() < 0 or class_subset.max() >= C):
+        raise ValueError(
+            f"bundle.class_subset_indices go up to {class_subset.max()} but the model has {C} "
+            "outputs: the subset must index the model's classes"
+        )
+    outside = None if class_subset is None else np.setdiff1d(np.arange(C), class_subset)
     fits = features_dtype == "float16" and absmax <= _FLOAT16_MAX
     dtype = np.float16 if fits else np.float32
 
@@ -491,6 +515,8 @@ def _assemble(
                 diff = np.abs(features[start:end].astype(np.float32) - exact)
                 cast_error = max(cast_error, float(np.nanmax(diff, initial=0.0)))
             logits[:, start:end] = z["logits"]
+            if outside is not None:
+                logits[:, start:end, outside] = -np.inf
             labels[start:end] = z["labels"]
     if targets is not None and not np.array_equal(labels, targets):
         bad = int(np.flatnonzero(labels != targets)[0])
@@ -619,6 +645,7 @@ def embed_dataset(
                 sample_ids=sample_ids,
                 targets=targets,
                 head_params=head_params,
+                class_subset=_class_subset(bundle),
             )
             manifest = _manifest(
                 tmp,
@@ -701,6 +728,7 @@ def _manifest(
             "fingerprint": provenance["dataset_fingerprint"],
             "transform": provenance["transform"],
             "num_samples": provenance["num_samples"],
+            "class_subset": provenance.get("class_subset"),
         },
         "class_names": class_names,
         "class_ids": class_ids,
@@ -931,7 +959,12 @@ class EmbeddingCache:
         m = self._check_dim(truncate_dim)
         if self.kind == "mrl-e":
             weight, bias = self.head()
-            return self.features(m) @ weight[:, :m].T + bias
+            out = self.features(m) @ weight[:, :m].T + bias
+            subset = self.manifest["dataset"].get("class_subset")
+            if subset is not None:
+                outside = np.setdiff1d(np.arange(out.shape[1]), subset)
+                out[:, outside] = -np.inf
+            return out
         if m not in self.nesting:
             raise ValueError(
                 f"a {self.kind} cache has logits only for sizes {self.nesting}, not {m} "

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class TinyBundle:
     fingerprint: str
     split: str = "test"
     boxes: np.ndarray | None = None
+    class_subset_indices: np.ndarray | None = None
     in_channels: int = 1
     image_size: int = 28
     name: str = "tiny"
@@ -166,6 +167,7 @@ def test_cache_holds_the_model_outputs(mrl_cache):
         "fingerprint": "tiny-v1",
         "transform": "None",
         "num_samples": N,
+        "class_subset": None,
     }
     assert m["model"]["checkpoint_hash_source"] == "state_dict"
     assert m["build"]["num_chunks"] == 2 and m["build"]["chunks_resumed"] == 0
@@ -472,3 +474,29 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path):
     with pytest.raises(ValueError, match="not an embedding cache"):
         embed_dataset(make_model(), make_bundle(4), tmp_path / "c", progress=False)
     assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["mrl", "mrl-e"])
+def test_class_subset_split_is_scored_among_its_classes(tmp_path, kind):
+    """ImageNet-A/R style: labels come from 4 of the 10 classes, so only those can win."""
+    model, plain_bundle = make_model(kind, nesting=[2, 8, 512]), make_bundle(16)
+    subset = np.array([7, 1, 3, 5])
+    bundle = replace(plain_bundle, class_subset_indices=subset, fingerprint="tiny-subset")
+    full = embed_dataset(model, plain_bundle, tmp_path / "full", progress=False)
+    cache = embed_dataset(model, bundle, tmp_path / "sub", progress=False)
+    assert cache.manifest["dataset"]["class_subset"] == [1, 3, 5, 7]
+    assert "class_subset" not in full.manifest["provenance"]  # ordinary keys unchanged
+    outside = [0, 2, 4, 6, 8, 9]
+    assert np.isneginf(cache.logits()[..., outside]).all()
+    np.testing.assert_array_equal(
+        cache.logits()[..., [1, 3, 5, 7]], full.logits()[..., [1, 3, 5, 7]]
+    )
+    expected = np.array([1, 3, 5, 7])[full.logits()[..., [1, 3, 5, 7]].argmax(axis=2)]
+    np.testing.assert_array_equal(cache.predictions(), expected)
+    probs = cache.probabilities()
+    assert (probs[..., outside] == 0).all() and np.allclose(probs.sum(axis=2), 1, atol=1e-5)
+    m = 8 if kind == "mrl" else 5  # MRL-E: also a size between the trained ones
+    assert np.isneginf(cache.logits_at(m)[:, outside]).all()
+    bad = replace(plain_bundle, class_subset_indices=np.array([3, 10]), fingerprint="bad")
+    with pytest.raises(ValueError, match="class_subset_indices go up to 10 but the model has 10"):
+        embed_dataset(model, bad, tmp_path / "bad", progress=False)
