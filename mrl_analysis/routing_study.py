@@ -179,6 +179,7 @@ def superclass_map_for(
     hierarchy: str | os.PathLike | Mapping[str, str] | None = None,
     *,
     wordnet_depth: int | None = None,
+    wordnet_superclasses: Sequence[str] | None = None,
     superclasses: Sequence[str] | None = None,
     reject: str | None = None,
 ) -> SuperclassMap:
@@ -188,23 +189,39 @@ def superclass_map_for(
       Fashion-MNIST's tops / bottoms / dresses / footwear / bags);
     * ``hierarchy``: a JSON file or dict mapping class ids *or* class names to superclasses;
     * ``wordnet_depth``: the WordNet ancestor that many edges below the root (classes must
-      be WordNet ids, as on ImageNet-derived data).
+      be WordNet ids, as on ImageNet-derived data);
+    * ``wordnet_superclasses``: chosen WordNet synsets (ids such as ``"n01503061"``, bird):
+      each class goes to the first listed synset it descends from, the others to ``reject``
+      (required when some class descends from none).
 
     ``superclasses`` and ``reject`` are passed to :meth:`SuperclassMap.from_hierarchy`
     (on ImageNet, ``reject="other"`` gives the paper's 31-way setup).
     """
     ids, names = list(scores.class_ids), list(scores.class_names)
-    if hierarchy is not None and wordnet_depth is not None:
-        raise ValueError("give either hierarchy= or wordnet_depth=, not both")
-    if wordnet_depth is not None:
+    given = [
+        name
+        for name, value in {
+            "hierarchy": hierarchy,
+            "wordnet_depth": wordnet_depth,
+            "wordnet_superclasses": wordnet_superclasses,
+        }.items()
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"give one source of superclasses, not {' and '.join(given)}")
+    if wordnet_depth is not None or wordnet_superclasses is not None:
         wn = wordnet.load_wordnet()
         unknown = [c for c in ids if c not in wn]
         if unknown:
             raise ValueError(
-                f"wordnet_depth needs WordNet ids as class ids, but {len(unknown)} are not "
+                f"{given[0]} needs WordNet ids as class ids, but {len(unknown)} are not "
                 f"(e.g. {unknown[:3]}); pass hierarchy='<file>.json' instead"
             )
-        tree: Mapping[str, str] = wn.superclass_map(ids, depth=wordnet_depth)
+        tree: Mapping[str, str] = (
+            wn.superclass_map(ids, depth=wordnet_depth)
+            if wordnet_depth is not None
+            else wn.superclass_map(ids, superclasses=wordnet_superclasses, reject=reject)
+        )
     elif hierarchy is not None:
         given = (
             load_hierarchy(hierarchy) if isinstance(hierarchy, (str, os.PathLike)) else hierarchy

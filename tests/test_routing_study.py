@@ -179,7 +179,7 @@ def test_superclass_map_sources(tmp_path, sets):
     np.testing.assert_array_equal(smap.index, [0, 0, 1, 2])
     members = superclass_members(smap, mrl.class_names)
     assert members["classes"].tolist() == ["Cat, Dog", "Car", "Bus"]
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="not hierarchy and wordnet_depth"):
         superclass_map_for(mrl, path, wordnet_depth=2)
     with pytest.raises(ValueError, match="WordNet ids"):
         superclass_map_for(mrl, wordnet_depth=2)
@@ -195,6 +195,18 @@ def test_superclass_map_from_wordnet_depth(sets):
     smap = superclass_map_for(s, wordnet_depth=4)
     expected = wordnet.superclass_map(wnids, depth=4)
     assert [smap.names[i] for i in smap.index] == [expected[w] for w in wnids]
+
+
+def test_superclass_map_from_chosen_wordnet_synsets(sets):
+    # tench (a fish), goldfish, a bird (cock), a car (sports car): fish and bird chosen.
+    wnids = ["n01440764", "n01443537", "n01514668", "n04285008"]
+    s = replace(sets["MRL"], class_ids=wnids, class_names=wnids, hierarchy=None)
+    smap = superclass_map_for(s, wordnet_superclasses=["n02512053", "n01503061"], reject="other")
+    names = [smap.names[i] for i in smap.index]
+    assert names[:2] == [names[0]] * 2 and names[0].startswith("fish")
+    assert names[2].startswith("bird") and names[3] == "other"
+    with pytest.raises(ValueError, match="descend"):
+        superclass_map_for(s, wordnet_superclasses=["n02512053"])
 
 
 def test_superclass_tables_cover_every_model(sets):
