@@ -16,7 +16,10 @@ samples ``c_1 .. c_G`` of the class at increasing sizes:
 ``no clear trend``
     everything else, flat curves included.
 
-The categories are tried in that order. ``tolerance=0, dip=2`` are the defaults.
+The categories are tried in that order. ``tolerance=0, dip=2`` are the defaults, in
+samples; given as floats below 1 they are shares of each class's sample count (rounded,
+``dip`` at least 1), so that one setting fits 50 samples per class (ImageNet val, where the
+paper's "one or two" is 2-4%) and 1000 (Fashion-MNIST test) alike.
 """
 
 from __future__ import annotations
@@ -87,43 +90,65 @@ def per_class_accuracy(
     )
 
 
-def _trend_codes(c: np.ndarray, tolerance: int, dip: int) -> np.ndarray:
-    """Trend index into :data:`TRENDS` for each row of correct counts ``c [K, G]``."""
+def _trend_codes(c: np.ndarray, tolerance: np.ndarray, dip: np.ndarray) -> np.ndarray:
+    """Trend index into :data:`TRENDS` for each row of correct counts ``c [K, G]``, with
+    per-row thresholds ``tolerance [K]`` and ``dip [K]``."""
     k, g = c.shape
+    tol = tolerance[:, None]
     steps = np.diff(c, axis=1)  # step j goes from size j to j + 1
     j = np.arange(g - 1)[None, :]
     first, last = c[:, 0], c[:, -1]
 
-    monotonic = (steps >= -tolerance).all(axis=1) & (last - first > tolerance)
+    monotonic = (steps >= -tol).all(axis=1) & (last - first > tolerance)
 
     peak = c.argmax(axis=1)
-    rising = np.where(j < peak[:, None], steps >= -tolerance, True).all(axis=1)
+    rising = np.where(j < peak[:, None], steps >= -tol, True).all(axis=1)
     after_peak = np.where(np.arange(g)[None, :] > peak[:, None], c, np.iinfo(c.dtype).max)
     drop = c.max(axis=1) - after_peak.min(axis=1)
     peaked = rising & (c.max(axis=1) - first > tolerance) & (drop >= 1) & (drop <= dip)
 
     valley = c.argmin(axis=1)
     before = j < valley[:, None]
-    v_shape = np.where(before, steps <= tolerance, steps >= -tolerance).all(axis=1)
+    v_shape = np.where(before, steps <= tol, steps >= -tol).all(axis=1)
     low = c.min(axis=1)
     v_shape &= (first - low > tolerance) & (last - low > tolerance)
 
     return np.select([monotonic, peaked, v_shape], [0, 1, 2], default=3)
 
 
-def classify_trends(table: pd.DataFrame, *, tolerance: int = 0, dip: int = 2) -> pd.DataFrame:
+def classify_trends(table: pd.DataFrame, *, tolerance: float = 0, dip: float = 2) -> pd.DataFrame:
     """Trend category per model × class from :func:`per_class_accuracy` (see module doc).
 
-    ``tolerance`` and ``dip`` are in samples (correct predictions). Returns columns
-    ``model, class_index, class_name, trend``.
+    ``tolerance`` and ``dip`` are in samples (correct predictions), or, as floats below 1,
+    shares of each class's ``n_samples``. Returns columns ``model, class_index,
+    class_name, trend``.
     """
-    if tolerance < 0 or dip < 1:
-        raise ValueError(f"need tolerance >= 0 and dip >= 1, got {tolerance} and {dip}")
+    if tolerance < 0 or dip <= 0 or (dip >= 1 and dip != int(dip)):
+        raise ValueError(
+            f"need tolerance >= 0 and dip a share in (0, 1) or a whole count >= 1, got "
+            f"{tolerance} and {dip}"
+        )
+    shares = [v for v in (tolerance, dip) if 0 < v < 1]
+    if shares and "n_samples" not in table:
+        raise ValueError(
+            "tolerance or dip below 1 is a share of each class's samples, but the table has "
+            "no n_samples column (per_class_accuracy gives one); pass whole counts instead"
+        )
     out = []
     for model, part in table.groupby("model", sort=False):
         counts = part.pivot(index="class_index", columns="truncate_dim", values="n_correct")
         names = part.drop_duplicates("class_index").set_index("class_index")["class_name"]
-        codes = _trend_codes(counts.to_numpy(dtype=np.int64), tolerance, dip)
+        n = (
+            part.drop_duplicates("class_index")
+            .set_index("class_index")["n_samples"]
+            .loc[counts.index]
+            .to_numpy(dtype=float)
+            if shares
+            else np.ones(len(counts))
+        )
+        tol = np.rint(tolerance * n) if 0 < tolerance < 1 else np.full(len(n), tolerance)
+        dips = np.maximum(np.rint(dip * n), 1) if dip < 1 else np.full(len(n), dip)
+        codes = _trend_codes(counts.to_numpy(dtype=np.int64), tol, dips)
         out.append(
             pd.DataFrame(
                 {

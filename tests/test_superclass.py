@@ -207,6 +207,21 @@ def test_trend_categories_follow_the_documented_rules():
     assert loose["noisy up"] == "monotonic increase"
 
 
+def test_trend_thresholds_as_shares_of_each_class():
+    # The same curve shape at 50 and at 1000 samples: 1% tolerance and 4% dip are 0 / 2
+    # samples for the small class and 10 / 40 for the large one.
+    table = _count_table({"small": [10, 12, 12, 11], "large": [200, 240, 235, 220]})
+    table["n_samples"] = table["class_name"].map({"small": 50, "large": 1000})
+    got = classify_trends(table, tolerance=0.01, dip=0.04).set_index("class_name")["trend"]
+    assert got.to_dict() == {"small": "increase then dip", "large": "increase then dip"}
+    counts = classify_trends(table).set_index("class_name")["trend"]
+    assert counts["large"] == "no clear trend"  # a 20-sample dip is too deep in samples
+    with pytest.raises(ValueError, match="no n_samples column"):
+        classify_trends(table.drop(columns="n_samples"), dip=0.04)
+    with pytest.raises(ValueError, match="whole count"):
+        classify_trends(table, dip=2.5)
+
+
 def test_trend_counts_include_every_category_per_model():
     table = pd.concat(
         [_count_table({"a": [1, 2], "b": [2, 1]}), _count_table({"a": [2, 2]}, model="FF")]
