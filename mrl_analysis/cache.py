@@ -938,6 +938,13 @@ class EmbeddingCache:
             out[g] = shifted / shifted.sum(axis=1, keepdims=True)
         return out
 
+    def probabilities_at(self, truncate_dim: int) -> np.ndarray:
+        """Softmax of :meth:`logits_at` over classes, float32 ``[N, C]``: one size only, so
+        a large eval set never needs the full ``[G, N, C]`` array."""
+        logits = self.logits_at(truncate_dim).astype(np.float32, copy=False)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
     def predictions(self) -> np.ndarray:
         """Predicted class per nesting size and sample, int64 ``[G, N]``."""
         return np.argmax(self.logits(), axis=2).astype(np.int64, copy=False)

@@ -153,6 +153,8 @@ def test_cache_holds_the_model_outputs(mrl_cache):
     np.testing.assert_array_equal(cache.predictions(), logits.argmax(2))
     probs = cache.probabilities()
     np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(logits), 2), atol=1e-6)
+    for i, m in enumerate(cache.nesting):
+        np.testing.assert_allclose(cache.probabilities_at(m), probs[i], atol=1e-6)
     np.testing.assert_array_equal(cache.labels, bundle.targets)
     assert cache.sample_ids == bundle.sample_ids
     assert cache.class_names == bundle.class_names and cache.class_ids == bundle.class_ids
