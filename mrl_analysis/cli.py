@@ -85,7 +85,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mrl_analysis import demo
 
     t0 = time.perf_counter()
-    return demo.run_demo(epochs=args.epochs, only=args.only, started=t0, force=args.force)
+    if args.dataset == demo.TINY_DATASET:
+        return demo.run_tiny_imagenet(
+            args.data_root or demo.TINY_DATA_ROOT,
+            epochs=args.epochs or demo.TINY_EPOCHS,
+            only=args.only,
+            started=t0,
+            force=args.force,
+        )
+    if args.data_root is not None:
+        raise ValueError(
+            f"--data-root is for --dataset {demo.TINY_DATASET}; the {demo.DATASET} demo finds "
+            "its data itself (or set MRL_DATA_DIR)"
+        )
+    return demo.run_demo(epochs=args.epochs or 2, only=args.only, started=t0, force=args.force)
 
 
 _FORCE_HELP = "run every notebook, also those whose inputs are unchanged since their last run"
@@ -148,7 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="train the default models, embed, run the default batch")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--dataset",
+        choices=["fashion-mnist", "tiny-imagenet"],
+        default="fashion-mnist",
+        help="fashion-mnist (default: `make demo`) or tiny-imagenet (`make demo-tiny`: "
+        "notebooks 01, 02, 04, 05 with the batch resources/batches/tiny-imagenet.yaml)",
+    )
+    p.add_argument(
+        "--data-root",
+        dest="data_root",
+        help="tiny-imagenet only: the tiny-imagenet-200 folder "
+        "(default: ../shared/data/tiny-imagenet-200, relative to the repository root)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="training epochs (default: 2 on fashion-mnist, 1 on tiny-imagenet)",
+    )
     p.add_argument("--only", nargs="*", help="only these demo models")
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.set_defaults(func=_cmd_demo)

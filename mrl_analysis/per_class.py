@@ -219,6 +219,17 @@ def relative_accuracy_figure(
         others = table["truncate_dim"] != table["reference_size"]
         sizes = sorted(table.loc[others, "truncate_dim"].unique())
     sizes = [int(m) for m in sizes]
+    if not sizes:  # a single-size model (e.g. only FF-512): nothing to compare with
+        fig = go.Figure()
+        fig.add_annotation(
+            text="only the reference size: no smaller size to compare with",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+        )
+        model = table["model"].iloc[0] if len(table) else "model"
+        fig.update_xaxes(visible=False).update_yaxes(visible=False)
+        return fig.update_layout(title=f"Per-class accuracy relative to {model}: one size only")
     if highlight is None:
         highlight = relative_accuracy_outliers(table, n_outliers, sizes)["class_name"].tolist()
     cols = min(4, len(sizes))

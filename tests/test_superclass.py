@@ -247,3 +247,13 @@ def test_relative_accuracy_outliers_and_histograms_name_them():
     marked = [tr for tr in fig.data if isinstance(tr, go.Scatter)]
     assert [list(tr.text) for tr in marked] == [["f"], ["f"]]
     assert len(relative_accuracy_figure(t, sizes=[8, 16, 32], highlight=["a"]).data) == 6
+
+
+def test_relative_accuracy_of_a_single_size_model_is_an_empty_figure():
+    """A model with one size (FF-512 alone) has no smaller size to compare with."""
+    labels = np.repeat(np.arange(3), 4)
+    scores = np.eye(3, dtype=np.float32)[labels][None]
+    t = per_class_accuracy(scores, labels, [512], class_names=list("abc"), model="FF")
+    assert relative_accuracy_outliers(t, 2).empty
+    fig = relative_accuracy_figure(t, n_outliers=2)
+    assert len(fig.data) == 0 and "one size only" in fig.layout.title.text
