@@ -9,7 +9,6 @@ accuracy-vs-size curve is 1-8 dims: the nesting starts at 1.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -176,36 +175,6 @@ def tiny_imagenet_novel_class_models(
     }
 
 
-def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except OSError:
-        return False
-
-
-def reuse_recorded_data_root(
-    configs: dict[str, TrainConfig], out_dir: str | os.PathLike
-) -> dict[str, TrainConfig]:
-    """``configs`` with ``data_root`` spelled as in existing checkpoints naming the same folder.
-
-    ``train`` resumes (or skips) a checkpoint only when its saved config is identical, and
-    ``data_root`` is part of it: ``--data-root /abs/path`` after a run with the default
-    relative path would otherwise refuse to reuse the finished models.
-    """
-    from mrl_analysis.checkpoints import load_checkpoint
-
-    out = {}
-    for name, cfg in configs.items():
-        path = Path(out_dir) / f"{name}.pt"
-        if path.is_file() and cfg.data_root is not None:
-            saved = load_checkpoint(path).get("meta", {}).get("train_config", {})
-            root = saved.get("data_root")
-            if root is not None and root != cfg.data_root and _same_folder(root, cfg.data_root):
-                cfg = dataclasses.replace(cfg, data_root=root)
-        out[name] = cfg
-    return out
-
-
 def tiny_imagenet_batch(data_root: str | os.PathLike = TINY_DATA_ROOT) -> dict:
     """The packaged Tiny-ImageNet batch as a dict, its ``data_root`` set to ``data_root``."""
     spec = yaml.safe_load(TINY_BATCH.read_text())
@@ -237,12 +206,10 @@ def run_tiny_imagenet(
     root = check_tiny_imagenet(data_root)
     print(f"[demo-tiny] 1/3 training the {TINY_DATASET} models into {TINY_CHECKPOINT_DIR}/ and ")
     print(f"            {TINY_SUBSET_CHECKPOINT_DIR}/ (data: {root})")
-    full = reuse_recorded_data_root(tiny_imagenet_models(epochs, root), TINY_CHECKPOINT_DIR)
-    paths = train_many(full, TINY_CHECKPOINT_DIR, only=only)
-    novel = reuse_recorded_data_root(
-        tiny_imagenet_novel_class_models(epochs, root), TINY_SUBSET_CHECKPOINT_DIR
+    paths = train_many(tiny_imagenet_models(epochs, root), TINY_CHECKPOINT_DIR, only=only)
+    subset = train_many(
+        tiny_imagenet_novel_class_models(epochs, root), TINY_SUBSET_CHECKPOINT_DIR, only=only
     )
-    subset = train_many(novel, TINY_SUBSET_CHECKPOINT_DIR, only=only)
     t_train = time.perf_counter()
     print(f"[demo-tiny] 2/3 caching embeddings ({t_train - start:.0f}s so far)")
     # train: notebook 01's k-NN database and notebook 05's FLUID pretrain means; val: the rest.

@@ -141,12 +141,8 @@ def train(
             )
         state = load_checkpoint(output)
         saved = state.get("meta", {}).get("train_config")
-        if saved is not None and saved != dataclasses.asdict(cfg):
-            diff = {
-                k: (saved.get(k), v)
-                for k, v in dataclasses.asdict(cfg).items()
-                if saved.get(k) != v
-            }
+        diff = {} if saved is None else config_differences(saved, dataclasses.asdict(cfg))
+        if diff:
             raise ValueError(
                 f"cannot resume {output}: its config differs in {diff} (saved, requested)"
             )
@@ -257,6 +253,24 @@ def train(
             },
         )
     return output
+
+
+def config_differences(saved: dict, requested: dict) -> dict[str, tuple]:
+    """``{field: (saved, requested)}`` for the config fields that differ.
+
+    ``data_root`` names a folder: another spelling of the same folder (relative vs absolute,
+    ``..``) is the same data, so ``--data-root /abs/path`` still resumes or skips a run made
+    with the default relative path.
+    """
+    diff = {k: (saved.get(k), v) for k, v in requested.items() if saved.get(k) != v}
+    roots = diff.get("data_root")
+    if roots is not None and None not in roots:
+        try:
+            if Path(roots[0]).expanduser().resolve() == Path(roots[1]).expanduser().resolve():
+                del diff["data_root"]
+        except OSError:  # unresolvable: keep it as a difference
+            pass
+    return diff
 
 
 def train_many(

@@ -89,24 +89,6 @@ def test_cli_demo_tiny_imagenet_without_data(tmp_path, capsys):
     assert "--data-root is for --dataset tiny-imagenet" in capsys.readouterr().err
 
 
-def test_reuse_recorded_data_root(tmp_path, monkeypatch):
-    import mrl_analysis.checkpoints as checkpoints
-
-    data = tmp_path / "tin"
-    data.mkdir()
-    (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "mrl.pt").write_bytes(b"")
-    saved = {"meta": {"train_config": {"data_root": str(data / ".." / "tin")}}}
-    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path: saved)
-    configs = demo.tiny_imagenet_models(data_root=data)
-    out = demo.reuse_recorded_data_root(configs, tmp_path / "ckpt")
-    assert out["mrl"].data_root == str(data / ".." / "tin")  # same folder: saved spelling
-    assert out["ff-512"].data_root == str(data)  # no checkpoint yet
-    saved["meta"]["train_config"]["data_root"] = str(tmp_path / "elsewhere")
-    out = demo.reuse_recorded_data_root(configs, tmp_path / "ckpt")
-    assert out["mrl"].data_root == str(data)  # another folder: train() reports the mismatch
-
-
 def test_run_tiny_imagenet_wiring(tmp_path, monkeypatch):
     """train -> caches (train and val, plain and class-subset) -> the batch, all stubbed."""
     import pandas as pd

@@ -15,7 +15,7 @@ from conftest import ROOT, TINY_TRAIN, needs_fashion_mnist
 
 from mrl_analysis.checkpoints import load_checkpoint, load_model
 from mrl_analysis.datasets import get_dataset
-from mrl_analysis.training import TrainConfig, train
+from mrl_analysis.training import TrainConfig, config_differences, train
 
 pytestmark = [needs_fashion_mnist, pytest.mark.integration]
 
@@ -124,3 +124,21 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for key, tensor in b["state_dict"].items():
         torch.testing.assert_close(a["state_dict"][key], tensor, msg=key)
     assert len(a["meta"]["history"]) == 3
+
+
+def test_another_spelling_of_the_data_folder_is_the_same_config(tmp_path):
+    data = tmp_path / "tin"
+    data.mkdir()
+    requested = {"data_root": str(data), "epochs": 1}
+    # Same folder: the saved run resumes (or is skipped) under the new spelling.
+    assert config_differences({"data_root": str(data / ".." / "tin"), "epochs": 1}, requested) == {}
+    # Another folder, or another field: reported as (saved, requested).
+    other = {"data_root": str(tmp_path / "elsewhere"), "epochs": 1}
+    assert config_differences(other, requested) == {
+        "data_root": (str(tmp_path / "elsewhere"), str(data))
+    }
+    longer = {"data_root": str(data), "epochs": 2}
+    assert config_differences(longer, requested) == {"epochs": (2, 1)}
+    assert config_differences({"data_root": None, "epochs": 1}, requested) == {
+        "data_root": (None, str(data))
+    }
