@@ -69,26 +69,61 @@ def run_demo(
     force: bool = False,
 ) -> int:
     """``make demo``: train what is missing, cache embeddings, run the default batch."""
+    return _train_cache_run(
+        "demo",
+        DATASET,
+        (demo_models(epochs), CHECKPOINT_DIR),
+        (novel_class_models(epochs), SUBSET_CHECKPOINT_DIR),
+        DISPLAY_NAMES,
+        ["train", "test"],
+        batch,
+        only=only,
+        started=started,
+        force=force,
+    )
+
+
+def _train_cache_run(
+    tag: str,
+    dataset: str,
+    models: tuple[dict[str, TrainConfig], Path],
+    subset_models: tuple[dict[str, TrainConfig], Path],
+    display_names: dict[str, str],
+    splits: list[str],
+    batch: str | dict | None,
+    *,
+    data_root: str | os.PathLike | None = None,
+    only: list[str] | None,
+    started: float | None,
+    force: bool,
+) -> int:
+    """Train what is missing (all classes, and a class subset for the novel-class
+    analyses), cache every split, run the batch; print the timings and figure folders."""
     from mrl_analysis.experiment import build_caches
     from mrl_analysis.fewshot_study import build_subset_caches
     from mrl_analysis.runner import print_summary, run_batch
     from mrl_analysis.training import train_many
 
     start = time.perf_counter() if started is None else started
-    print(f"[demo] 1/3 training the default {DATASET} models into {CHECKPOINT_DIR}/")
-    paths = train_many(demo_models(epochs), CHECKPOINT_DIR, only=only)
-    subset = train_many(novel_class_models(epochs), SUBSET_CHECKPOINT_DIR, only=only)
-    print(f"[demo] 2/3 caching embeddings ({time.perf_counter() - start:.0f}s so far)")
-    build_caches({DISPLAY_NAMES[n]: p for n, p in paths.items()}, DATASET, ["train", "test"])
-    build_subset_caches(
-        {DISPLAY_NAMES[n]: p for n, p in subset.items()}, DATASET, ["train", "test"]
-    )
-    print(f"[demo] 3/3 running the notebooks ({time.perf_counter() - start:.0f}s so far)")
+    (configs, out_dir), (subset_configs, subset_dir) = models, subset_models
+    print(f"[{tag}] 1/3 training the {dataset} models into {out_dir}/ and {subset_dir}/")
+    paths = train_many(configs, out_dir, only=only)
+    subset = train_many(subset_configs, subset_dir, only=only)
+    t_train = time.perf_counter()
+    print(f"[{tag}] 2/3 caching embeddings ({t_train - start:.0f}s so far)")
+    common = {"data_root": data_root}
+    build_caches({display_names[n]: p for n, p in paths.items()}, dataset, splits, **common)
+    build_subset_caches({display_names[n]: p for n, p in subset.items()}, dataset, splits, **common)
+    t_cache = time.perf_counter()
+    print(f"[{tag}] 3/3 running the notebooks ({t_cache - start:.0f}s so far)")
     summary = run_batch(batch, force=force)
     print_summary(summary)
-    folders = sorted({str(Path(f)) for f in summary["figures_dir"]})
-    print(f"[demo] done in {time.perf_counter() - start:.0f}s; figures in:")
-    for folder in folders:
+    end = time.perf_counter()
+    print(
+        f"[{tag}] done in {end - start:.0f}s (training {t_train - start:.0f}s, caching "
+        f"{t_cache - t_train:.0f}s, notebooks {end - t_cache:.0f}s); figures in:"
+    )
+    for folder in sorted({str(Path(f)) for f in summary["figures_dir"]}):
         print(f"  {folder}")
     return 1 if (summary["status"] != "ok").any() else 0
 
@@ -197,43 +232,19 @@ def run_tiny_imagenet(
     ~10.5 minutes (one epoch each of MRL / FF-512 on 200 classes, 3.5-4.5 min each, and on
     100 classes, ~1.3 min each), caching ~4.5 minutes, the four notebooks ~2 minutes.
     """
-    from mrl_analysis.experiment import build_caches
-    from mrl_analysis.fewshot_study import build_subset_caches
-    from mrl_analysis.runner import print_summary, run_batch
-    from mrl_analysis.training import train_many
-
-    start = time.perf_counter() if started is None else started
     root = check_tiny_imagenet(data_root)
-    print(f"[demo-tiny] 1/3 training the {TINY_DATASET} models into {TINY_CHECKPOINT_DIR}/ and ")
-    print(f"            {TINY_SUBSET_CHECKPOINT_DIR}/ (data: {root})")
-    paths = train_many(tiny_imagenet_models(epochs, root), TINY_CHECKPOINT_DIR, only=only)
-    subset = train_many(
-        tiny_imagenet_novel_class_models(epochs, root), TINY_SUBSET_CHECKPOINT_DIR, only=only
-    )
-    t_train = time.perf_counter()
-    print(f"[demo-tiny] 2/3 caching embeddings ({t_train - start:.0f}s so far)")
+    print(f"[demo-tiny] data: {root}")
     # train: notebook 01's k-NN database and notebook 05's FLUID pretrain means; val: the rest.
-    build_caches(
-        {TINY_DISPLAY_NAMES[n]: p for n, p in paths.items()},
+    return _train_cache_run(
+        "demo-tiny",
         TINY_DATASET,
+        (tiny_imagenet_models(epochs, root), TINY_CHECKPOINT_DIR),
+        (tiny_imagenet_novel_class_models(epochs, root), TINY_SUBSET_CHECKPOINT_DIR),
+        TINY_DISPLAY_NAMES,
         ["train", "val"],
+        tiny_imagenet_batch(root),
         data_root=root,
+        only=only,
+        started=started,
+        force=force,
     )
-    build_subset_caches(
-        {TINY_DISPLAY_NAMES[n]: p for n, p in subset.items()},
-        TINY_DATASET,
-        ["train", "val"],
-        data_root=root,
-    )
-    t_cache = time.perf_counter()
-    print(f"[demo-tiny] 3/3 running the notebooks ({t_cache - start:.0f}s so far)")
-    summary = run_batch(tiny_imagenet_batch(root), force=force)
-    print_summary(summary)
-    end = time.perf_counter()
-    print(
-        f"[demo-tiny] done in {end - start:.0f}s (training {t_train - start:.0f}s, caching "
-        f"{t_cache - t_train:.0f}s, notebooks {end - t_cache:.0f}s); figures in:"
-    )
-    for folder in sorted({str(Path(f)) for f in summary["figures_dir"]}):
-        print(f"  {folder}")
-    return 1 if (summary["status"] != "ok").any() else 0
