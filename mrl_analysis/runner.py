@@ -479,9 +479,12 @@ def _library_digest() -> str:
     return digest.hexdigest()
 
 
-def input_fingerprint(entry: BatchEntry, parameters: Mapping[str, Any], batch: Batch) -> str | None:
+def input_fingerprint(
+    entry: BatchEntry, parameters: Mapping[str, Any], batch: Batch, library: str | None = None
+) -> str | None:
     """A digest of everything a notebook run reads that the runner can see (module docstring:
-    "Re-runs"); ``None`` when it cannot be fingerprinted."""
+    "Re-runs"); ``None`` when it cannot be fingerprinted. ``library``: the digest of the
+    ``mrl_analysis`` sources when already computed (one per batch run)."""
     files = _file_states([parameters, _notebook_defaults(entry.notebook)], batch.root)
     if files is None:
         return None
@@ -490,7 +493,7 @@ def input_fingerprint(entry: BatchEntry, parameters: Mapping[str, Any], batch: B
         "parameters": parameters,
         "figure_formats": batch.figure_formats,
         "environment": {k: v for k, v in os.environ.items() if k.startswith("MRL_")},
-        "library": _library_digest(),
+        "library": library or _library_digest(),
         "files": files,
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
@@ -635,13 +638,14 @@ def run_batch(
     kernel = resolve_kernel(kernel_name)
 
     rows = []
+    library = _library_digest()  # the sources do not change during a batch
     with tqdm(
         total=len(entries), desc=f"batch {spec.name}", unit="nb", disable=not progress
     ) as bar:
         for entry in entries:
             bar.set_postfix_str(entry.name)
             start = time.perf_counter()
-            fingerprint = input_fingerprint(entry, parameters[entry.name], spec)
+            fingerprint = input_fingerprint(entry, parameters[entry.name], spec, library)
             row = None if force else _reusable(entry, fingerprint, spec)
             if row is None:
                 row = _run_entry(entry, parameters[entry.name], spec, kernel)
@@ -654,7 +658,8 @@ def run_batch(
     # Recorded after the whole batch: a later notebook may add caches an earlier one names.
     for entry, row in zip(entries, rows, strict=True):
         if not row["reused"]:
-            _write_record(entry, input_fingerprint(entry, parameters[entry.name], spec), row, spec)
+            after = input_fingerprint(entry, parameters[entry.name], spec, library)
+            _write_record(entry, after, row, spec)
 
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({"cell": "Int64"})
     (spec.runs_dir / spec.name).mkdir(parents=True, exist_ok=True)
