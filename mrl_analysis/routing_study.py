@@ -544,32 +544,3 @@ def zoom_tradeoff(
     if not inside.empty:
         fig.update_xaxes(range=np.log10([inside.min() / 1.3, inside.max() * 1.3]).tolist())
     return fig
-
-
-def move_arrow_text(fig: go.Figure, x: float = 0.98, y: float = 0.04) -> go.Figure:
-    """Move the text of every arrow annotation into a boxed label at ``(x, y)`` of the plot
-    area (right-aligned), keeping the arrows: :func:`~mrl_analysis.cascade.cascade_figure`
-    writes it at the arrow's tail, across the lines near the baseline point. Shifts that
-    placed the text are dropped, so each arrow joins its two data points exactly. In place;
-    returns ``fig``.
-    """
-    texts = []
-    for note in fig.layout.annotations:
-        if note.showarrow is not False and note.text:  # unset means plotly's default, True
-            texts.append(note.text)
-            note.update(text="", xshift=0, yshift=0)
-    for i, text in enumerate(texts):
-        fig.add_annotation(
-            text=text,
-            xref="paper",
-            yref="paper",
-            x=x,
-            y=y + 0.08 * i,
-            xanchor="right",
-            yanchor="bottom",
-            showarrow=False,
-            bgcolor="rgba(255, 255, 255, 0.85)",
-            bordercolor="#444",
-            borderwidth=1,
-        )
-    return fig

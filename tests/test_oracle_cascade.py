@@ -248,6 +248,12 @@ def test_size_reduction_matches_hand_count():
     assert red["baseline_dominated"].tolist() == [False, False, False, True]
     fig = cascade_figure(points)
     assert "FF-128 at 6.4× smaller size" in fig.layout.annotations[0].text
+    # The text is a boxed label clear of the curves; the arrow joins the two points exactly.
+    label, arrow = fig.layout.annotations
+    assert label.xref == "paper" and not label.showarrow
+    assert arrow.text == "" and arrow.showarrow is not False
+    assert (arrow.ax, arrow.ay) == pytest.approx((np.log10(128), 0.6))
+    assert (arrow.x, arrow.y) == pytest.approx((np.log10(20), 0.6))
     with pytest.raises(ValueError, match="'router'"):
         size_reduction(points, "router", "FF")
 

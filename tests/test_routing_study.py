@@ -31,7 +31,6 @@ from mrl_analysis.routing_study import (
     cascade_studies,
     cascade_summary,
     lowest_thresholds,
-    move_arrow_text,
     oracle_tables,
     paired_by_size,
     per_class_heatmap,
@@ -431,14 +430,3 @@ def test_lowest_thresholds_flag_stalled_pairs():
         "n_splits",
         "share_of_splits",
     ]
-
-
-def test_move_arrow_text_keeps_the_arrow():
-    fig = go.Figure(go.Scatter(x=[1, 2], y=[1, 2]))
-    fig.add_annotation(x=1, y=1, ax=2, ay=2, axref="x", ayref="y", text="k× smaller", yshift=10)
-    fig.add_annotation(x=1, y=2, text="plain", showarrow=False)
-    move_arrow_text(fig)
-    arrow, plain, label = fig.layout.annotations
-    assert arrow.text == "" and arrow.showarrow is not False and arrow.yshift == 0
-    assert plain.text == "plain"
-    assert label.text == "k× smaller" and label.xref == "paper" and not label.showarrow
