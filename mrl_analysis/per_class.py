@@ -205,13 +205,14 @@ def relative_accuracy_figure(
     sizes: Sequence[int] | None = None,
     highlight: Sequence[str] | None = None,
     n_outliers: int = 1,
-    nbins: int = 40,
+    nbins: int = 20,
 ) -> go.Figure:
     """Histograms of per-class relative accuracy, one panel per size (Figure 12).
 
-    ``sizes`` defaults to every size but the reference; panels wrap after four. Classes in
+    ``sizes`` defaults to every size but the reference; panels wrap after four. All panels
+    share one grid of ``nbins`` bins (:func:`share_histogram_bins`). Classes in
     ``highlight`` (default: the :func:`relative_accuracy_outliers`) are marked with an
-    ``x`` and their name in every panel.
+    ``x`` and their name in every panel, names spread apart (:func:`spread_marker_labels`).
     """
     if table["model"].nunique() > 1:
         raise ValueError("relative_accuracy_figure draws one model: filter the table first")
@@ -243,9 +244,7 @@ def relative_accuracy_figure(
         row, col = divmod(i, cols)
         part = table[table["truncate_dim"] == m]
         fig.add_trace(
-            go.Histogram(
-                x=part["relative_accuracy"], nbinsx=nbins, marker_color="#8ab6d6", showlegend=False
-            ),
+            go.Histogram(x=part["relative_accuracy"], marker_color="#8ab6d6", showlegend=False),
             row=row + 1,
             col=col + 1,
         )
@@ -272,4 +271,37 @@ def relative_accuracy_figure(
         title=f"Per-class accuracy relative to {table['model'].iloc[0]}-"
         f"{table['reference_size'].iloc[0]}"
     )
+    return share_histogram_bins(spread_marker_labels(fig), nbins)
+
+
+def spread_marker_labels(fig: go.Figure) -> go.Figure:
+    """Set the names of labelled markers left of them in the left half (in x order) and
+    right of them in the right half, so that names of nearby points (the outlier classes
+    of a relative-accuracy panel) do not overlap. Changes ``fig`` in place, returns it."""
+    for trace in fig.data:
+        if trace.type != "scatter" or trace.text is None or "text" not in (trace.mode or ""):
+            continue
+        n = len(trace.x)
+        rank = np.argsort(np.argsort(np.asarray(trace.x, dtype=float), kind="stable"))
+        trace.textposition = [
+            "top left" if 2 * r + 1 < n else "top right" if 2 * r + 1 > n else "top center"
+            for r in rank
+        ]
+    return fig
+
+
+def share_histogram_bins(fig: go.Figure, nbins: int = 20) -> go.Figure:
+    """Give every histogram of ``fig`` the same ``nbins`` bins over the range of all their
+    values. Plotly bins each trace over its own range, so a panel whose values barely
+    spread gets hair-thin bars on an x axis shared with wider panels. In place; returns
+    ``fig``."""
+    hists = [t for t in fig.data if t.type == "histogram" and t.x is not None and len(t.x)]
+    if not hists:
+        return fig
+    values = np.concatenate([np.asarray(t.x, dtype=float) for t in hists])
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    size = (hi - lo) / nbins if hi > lo else 1.0
+    # The end is pushed past the maximum so that it falls inside the last bin.
+    for t in hists:
+        t.update(xbins={"start": lo, "end": hi + size * 1e-6, "size": size})
     return fig

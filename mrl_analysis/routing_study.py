@@ -13,9 +13,8 @@ objects (one eval split) into such arrays and runs those analyses over every mod
 * table builders over all sets (:func:`superclass_tables`, :func:`per_class_tables`,
   :func:`oracle_tables`, :func:`accuracy_tables`, :func:`cascade_studies`) and the
   points of the accuracy-vs-cost plane (:func:`tradeoff_points`);
-* figure touches the notebooks need: :func:`per_class_heatmap`, readable outlier names and
-  bins on relative-accuracy histograms (:func:`spread_marker_labels`,
-  :func:`share_histogram_bins`), and :func:`zoom_tradeoff` for the accuracy-vs-size plane.
+* figure touches the notebooks need: :func:`per_class_heatmap` and :func:`zoom_tradeoff`
+  for the accuracy-vs-size plane.
 """
 
 from __future__ import annotations
@@ -334,39 +333,6 @@ def per_class_heatmap(table: pd.DataFrame, value: str = "accuracy") -> go.Figure
     return fig
 
 
-def spread_marker_labels(fig: go.Figure) -> go.Figure:
-    """Set the names of labelled markers left of them in the left half (in x order) and
-    right of them in the right half, so that names of nearby points (the outlier classes
-    of a relative-accuracy panel) do not overlap. Changes ``fig`` in place, returns it."""
-    for trace in fig.data:
-        if trace.type != "scatter" or trace.text is None or "text" not in (trace.mode or ""):
-            continue
-        n = len(trace.x)
-        rank = np.argsort(np.argsort(np.asarray(trace.x, dtype=float), kind="stable"))
-        trace.textposition = [
-            "top left" if 2 * r + 1 < n else "top right" if 2 * r + 1 > n else "top center"
-            for r in rank
-        ]
-    return fig
-
-
-def share_histogram_bins(fig: go.Figure, nbins: int = 20) -> go.Figure:
-    """Give every histogram of ``fig`` the same ``nbins`` bins over the range of all their
-    values. Plotly bins each trace over its own range, so a panel whose values barely
-    spread gets hair-thin bars on an x axis shared with wider panels. In place; returns
-    ``fig``."""
-    hists = [t for t in fig.data if t.type == "histogram" and t.x is not None and len(t.x)]
-    if not hists:
-        return fig
-    values = np.concatenate([np.asarray(t.x, dtype=float) for t in hists])
-    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    size = (hi - lo) / nbins if hi > lo else 1.0
-    # The end is pushed past the maximum so that it falls inside the last bin.
-    for t in hists:
-        t.update(xbins={"start": lo, "end": hi + size * 1e-6, "size": size})
-    return fig
-
-
 def oracle_tables(
     sets_by_eval: Mapping[str, Mapping[str, ScoreSet]],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -435,8 +401,8 @@ def lowest_thresholds(
     studies: Mapping[str, CascadeStudy], lowest: float = float(DEFAULT_GRID[0])
 ) -> pd.DataFrame:
     """Where the learned threshold is the grid's ``lowest`` value: moving up from that
-    size never helped on the held-out samples (ties go to the smallest threshold), so the
-    cascade stops there almost always. Columns ``model, truncate_dim, n_splits,
+    size never helped on that split's held-out samples (ties go to the smallest threshold),
+    so on that split the cascade stops there. Columns ``model, truncate_dim, n_splits,
     share_of_splits``, one row per model × size where it happened."""
     rows = []
     for name, study in studies.items():

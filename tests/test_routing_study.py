@@ -22,6 +22,7 @@ from mrl_analysis.checkpoints import load_model, save_checkpoint
 from mrl_analysis.datasets import get_dataset
 from mrl_analysis.experiment import build_caches, build_flipped_caches
 from mrl_analysis.models import build_model
+from mrl_analysis.per_class import share_histogram_bins, spread_marker_labels
 from mrl_analysis.router import router_study
 from mrl_analysis.routing_study import (
     ScoreSet,
@@ -36,8 +37,6 @@ from mrl_analysis.routing_study import (
     per_class_heatmap,
     per_class_tables,
     score_sets,
-    share_histogram_bins,
-    spread_marker_labels,
     stack_ff,
     superclass_map_for,
     superclass_members,

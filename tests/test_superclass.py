@@ -246,6 +246,8 @@ def test_relative_accuracy_outliers_and_histograms_name_them():
     fig = relative_accuracy_figure(t)  # every size but the reference, 32
     marked = [tr for tr in fig.data if isinstance(tr, go.Scatter)]
     assert [list(tr.text) for tr in marked] == [["f"], ["f"]]
+    bins = [tr.xbins for tr in fig.data if isinstance(tr, go.Histogram)]
+    assert len(bins) == 2 and bins[0] == bins[1] and bins[0].size is not None  # one grid
     assert len(relative_accuracy_figure(t, sizes=[8, 16, 32], highlight=["a"]).data) == 6
 
 
