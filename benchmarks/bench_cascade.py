@@ -23,14 +23,14 @@ from collections import Counter
 
 import numpy as np
 
-from mrl_analysis.cascade import (
+from mrl_analysis.routing.cascade import (
     DEFAULT_GRID,
     cascade_study,
     cascade_study_reduced,
     confidence_and_correctness,
     holdout_splits,
 )
-from mrl_analysis.oracle import first_correct_shares, oracle_summary, predictions
+from mrl_analysis.routing.oracle import first_correct_shares, oracle_summary, predictions
 
 NESTING = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 

@@ -1,7 +1,7 @@
 """Update latency of the interactive explorer at N = 10,000 samples (target: <= 150 ms).
 
 Builds a synthetic MRL-E embedding cache (N x 512 features, 10 classes, real
-``embed_dataset``), opens :class:`mrl_analysis.explore.Explorer` on it with thumbnails
+``embed_dataset``), opens :class:`mrl_analysis.explore.widget.Explorer` on it with thumbnails
 but without Grad-CAM (the CAM is computed on demand and is excluded from the target),
 and times slider moves: to sizes never visited (cold: logits and normalized features of
 an MRL-E size are computed then) and back to visited ones (warm), each with a new image.
@@ -29,9 +29,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from mrl_analysis.cache import embed_dataset
-from mrl_analysis.explore import explore
-from mrl_analysis.models import MatryoshkaModel, MRLEHead
+from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.explore.widget import explore
+from mrl_analysis.models.network import MatryoshkaModel, MRLEHead
 
 D, C = 512, 10
 NESTING = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]

@@ -25,9 +25,9 @@ import time
 
 import numpy as np
 
-from mrl_analysis.fewshot import episode_accuracy, sample_episodes, single_threaded
-from mrl_analysis.fluid import FluidStream, fluid_predictions
-from mrl_analysis.models import default_nesting
+from mrl_analysis.fewshot.episodes import episode_accuracy, sample_episodes, single_threaded
+from mrl_analysis.fewshot.fluid import FluidStream, fluid_predictions
+from mrl_analysis.models.network import default_nesting
 
 #: The issue's targets on this machine: 1,000 episodes x all sizes, and the whole stream.
 FEWSHOT_TARGET_S = 10.0

@@ -4,7 +4,7 @@ against the authors' per-query loop.
 Two databases:
 
 * synthetic: N = 1,000,000 nested-like vectors of size 512 in 1000 classes
-  (``mrl_analysis.retrieval.synthetic_nested``: class centroid + noise (``--noise``),
+  (``mrl_analysis.retrieval.pipelines.synthetic_nested``: class centroid + noise (``--noise``),
   scaled by ``(1 + j)^-1/2`` per dimension ``j`` so the first dimensions carry most of the
   L2 geometry), rows L2-normalized at full size; 1000 queries from the same distribution;
 * the real cache of ``make demo`` (train split as database, test split as queries), when
@@ -47,8 +47,9 @@ import faiss
 import numpy as np
 from sklearn.preprocessing import normalize
 
-from mrl_analysis.cache import cache_path, open_cache
-from mrl_analysis.retrieval import Retriever, retrieval_metrics, synthetic_nested
+from mrl_analysis.cache.reader import open_cache
+from mrl_analysis.cache.store import cache_path
+from mrl_analysis.retrieval.pipelines import Retriever, retrieval_metrics, synthetic_nested
 
 SHORTLIST = 200
 

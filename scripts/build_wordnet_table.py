@@ -1,4 +1,4 @@
-"""Regenerate ``mrl_analysis/resources/wordnet_ancestors.json`` from ImageNet's metadata.
+"""Regenerate ``mrl_analysis/data/wordnet_ancestors.json`` from ImageNet's metadata.
 
 The table keeps the ImageNet-1K classes, the Tiny-ImageNet wnids and all their WordNet
 ancestors (parents and synonyms), plus the ImageNet-1K class index. Run from the repo root:
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrl_analysis.wordnet import TABLE_PATH, WordNet
+from mrl_analysis.data.wordnet import TABLE_PATH, WordNet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

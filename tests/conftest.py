@@ -50,7 +50,7 @@ def tiny_fmnist_models(tmp_path_factory) -> dict[str, Path]:
     """MRL, MRL-E and FF-512 checkpoints from one short real Fashion-MNIST run each."""
     if not have_fashion_mnist():
         pytest.skip("Fashion-MNIST not available")
-    from mrl_analysis.training import train
+    from mrl_analysis.models.training import train
 
     out = tmp_path_factory.mktemp("fmnist-models")
     specs = {

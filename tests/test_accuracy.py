@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mrl_analysis.accuracy import (
+from mrl_analysis.accuracy.baselines import baseline_knn_accuracy, reduce
+from mrl_analysis.accuracy.metrics import (
     COLUMNS,
     accuracy_figure,
     interpolation_sizes,
@@ -19,8 +20,7 @@ from mrl_analysis.accuracy import (
     method_label,
     mrl_e_interpolated_accuracy,
 )
-from mrl_analysis.baselines import baseline_knn_accuracy, reduce
-from mrl_analysis.models import MRLEHead
+from mrl_analysis.models.network import MRLEHead
 
 
 def value(table: pd.DataFrame, truncate_dim: int, metric: str) -> float:

@@ -35,11 +35,11 @@ import numpy as np
 import pytest
 import torch
 
-from mrl_analysis.checkpoints import save_checkpoint
-from mrl_analysis.datasets import FASHION_MNIST_CLASSES
-from mrl_analysis.disagreement import cache_disagreements
-from mrl_analysis.explore import ExplorerState, explore, load_inputs
-from mrl_analysis.models import build_model
+from mrl_analysis.data.datasets import FASHION_MNIST_CLASSES
+from mrl_analysis.explore.widget import ExplorerState, explore, load_inputs
+from mrl_analysis.interpret.disagreement import cache_disagreements
+from mrl_analysis.models.checkpoints import save_checkpoint
+from mrl_analysis.models.network import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "00_explore.ipynb"
@@ -195,7 +195,7 @@ def _notebook_copy(tiny, folder: Path) -> Path:
 def test_notebook_runs_headless(tiny, tmp_path, monkeypatch):
     import papermill
 
-    from mrl_analysis.runner import resolve_kernel
+    from mrl_analysis.app.runner import resolve_kernel
 
     figures = tmp_path / "figures"
     monkeypatch.setenv("MRL_FIGURES_DIR", str(figures))

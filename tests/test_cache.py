@@ -22,14 +22,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from mrl_analysis.cache import (
-    CacheCorruptedError,
-    _install,
-    cache_path,
-    embed_dataset,
-    open_cache,
-)
-from mrl_analysis.models import build_model
+from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.cache.reader import open_cache
+from mrl_analysis.cache.store import CacheCorruptedError, cache_path, install
+from mrl_analysis.models.network import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 24
@@ -306,7 +302,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, sys.argv[1])
 from test_cache import instrument, make_bundle, make_model
-from mrl_analysis.cache import embed_dataset
+from mrl_analysis.cache.build import embed_dataset
 
 args = json.loads(sys.argv[2])
 model, bundle = make_model(), make_bundle(args["n"])
@@ -401,7 +397,7 @@ def test_corruption_is_detected(tmp_path, caplog):
     with pytest.raises(CacheCorruptedError, match=r"logits\.npy.*sha256.*delete"):
         cache.verify()
     # Asked again, embed_dataset checks the checksums and rebuilds rather than reuse it.
-    with caplog.at_level(logging.WARNING, logger="mrl_analysis.cache"):
+    with caplog.at_level(logging.WARNING, logger="mrl_analysis.cache.build"):
         rebuilt = embed_dataset(make_model(), make_bundle(8), target, progress=False)
     assert "replacing the corrupted cache" in caplog.text and "logits.npy" in caplog.text
     rebuilt.verify()
@@ -465,7 +461,7 @@ def test_install_replaces_an_existing_cache(tmp_path, atomic_swap):
     for path, text in ((new, "new"), (target, "old")):
         path.mkdir()
         (path / "manifest.json").write_text(text)
-    _install(new, target, atomic_swap=atomic_swap)
+    install(new, target, atomic_swap=atomic_swap)
     assert (target / "manifest.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 

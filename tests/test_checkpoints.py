@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from mrl_analysis.checkpoints import (
+from mrl_analysis.models.checkpoints import (
     BlurPoolConv2d,
     apply_blurpool,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from mrl_analysis.models import build_model
+from mrl_analysis.models.network import build_model
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "official-checkpoints"
 needs_fixtures = pytest.mark.skipif(
@@ -208,7 +208,7 @@ def test_bad_paths_and_files(tmp_path):
 
 
 def test_transform_comes_from_the_dataset_registry(tmp_path):
-    from mrl_analysis.datasets import get_eval_transform
+    from mrl_analysis.data.datasets import get_eval_transform
 
     model = _small_model("ff")
     model.meta = {"dataset": "fashion-mnist"}

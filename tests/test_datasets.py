@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mrl_analysis.datasets import (
+from mrl_analysis.data.datasets import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_SYSTEM_DIR,
     DatasetBundle,

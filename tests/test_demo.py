@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mrl_analysis import cli, demo
-from mrl_analysis.datasets import get_dataset, split_classes
-from mrl_analysis.runner import check_batch, load_batch
+from mrl_analysis.app import cli, demo
+from mrl_analysis.app.runner import check_batch, load_batch
+from mrl_analysis.data.datasets import get_dataset, split_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,10 +93,10 @@ def test_run_tiny_imagenet_wiring(tmp_path, monkeypatch):
     """train -> caches (train and val, plain and class-subset) -> the batch, all stubbed."""
     import pandas as pd
 
-    import mrl_analysis.experiment as experiment
-    import mrl_analysis.fewshot_study as fewshot_study
-    import mrl_analysis.runner as runner
-    import mrl_analysis.training as training
+    import mrl_analysis.app.runner as runner
+    import mrl_analysis.cache.experiment as experiment
+    import mrl_analysis.fewshot.study as fewshot_study
+    import mrl_analysis.models.training as training
 
     root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     calls: dict[str, list] = {"train": [], "caches": [], "subset": [], "batch": []}

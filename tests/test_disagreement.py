@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from mrl_analysis.cache import embed_dataset
-from mrl_analysis.disagreement import (
+from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.interpret.disagreement import (
     cache_disagreements,
     cache_superclass_map,
     case_labels,
@@ -22,7 +22,7 @@ from mrl_analysis.disagreement import (
     pairwise_disagreement,
     pairwise_disagreement_figure,
 )
-from mrl_analysis.models import build_model
+from mrl_analysis.models.network import build_model
 
 CLASS_IDS = ["a0", "a1", "b0", "b1"]
 HIERARCHY = {"a0": "A", "a1": "A", "b0": "B", "b1": "B"}

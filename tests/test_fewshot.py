@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrl_analysis.fewshot import (
+from mrl_analysis.fewshot.episodes import (
     COLUMNS,
     episode_accuracy,
     fewshot_accuracy,
@@ -15,7 +15,7 @@ from mrl_analysis.fewshot import (
     sample_episodes,
     saturation_sizes,
 )
-from mrl_analysis.figures import save_figure
+from mrl_analysis.figures.save import save_figure
 
 
 def _blobs(n_per_class=30, n_classes=6, d=12, spread=1.0, seed=0, relu=False):

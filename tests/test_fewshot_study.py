@@ -13,11 +13,11 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from mrl_analysis.cache import embed_dataset
-from mrl_analysis.checkpoints import save_checkpoint
-from mrl_analysis.experiment import build_caches
-from mrl_analysis.fewshot import fewshot_accuracy
-from mrl_analysis.fewshot_study import (
+from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.cache.experiment import build_caches
+from mrl_analysis.fewshot.episodes import fewshot_accuracy
+from mrl_analysis.fewshot.fluid import evaluate_fluid, make_stream
+from mrl_analysis.fewshot.study import (
     build_subset_caches,
     class_labels,
     fewshot_table,
@@ -27,8 +27,8 @@ from mrl_analysis.fewshot_study import (
     subset_cache_name,
     trained_classes,
 )
-from mrl_analysis.fluid import evaluate_fluid, make_stream
-from mrl_analysis.models import MRLHead, build_model
+from mrl_analysis.models.checkpoints import save_checkpoint
+from mrl_analysis.models.network import MRLHead, build_model
 
 CLASS_IDS = ["cat", "dog", "car", "bus", "owl", "elk"]
 PER_CLASS = 24

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from mrl_analysis.figures import _prepare_static_export, save_figure
+from mrl_analysis.figures.save import _prepare_static_export, save_figure
 
 
 def test_save_figure_writes_html_and_csv(tmp_path):
@@ -46,7 +46,7 @@ def test_png_export_in_a_fresh_process(tmp_path):
     # A fresh interpreter: the log filter is installed before kaleido has imported anything.
     code = (
         "import sys, plotly.graph_objects as go\n"
-        "from mrl_analysis.figures import save_figure\n"
+        "from mrl_analysis.figures.save import save_figure\n"
         "save_figure(go.Figure(go.Bar(x=[1], y=[2])), None, 'f', sys.argv[1], ['png'])\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)

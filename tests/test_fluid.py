@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrl_analysis.figures import save_figure
-from mrl_analysis.fluid import (
+from mrl_analysis.fewshot.fluid import (
     ACCURACY_COLUMNS,
     CATEGORIES,
     CURVE_COLUMNS,
@@ -21,6 +20,7 @@ from mrl_analysis.fluid import (
     plot_fluid_heatmap,
     plot_learning_curves,
 )
+from mrl_analysis.figures.save import save_figure
 
 
 def _data(n=1500, n_classes=8, d=12, seed=0, spread=1.0):

@@ -10,7 +10,7 @@ from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mrl_analysis.gradcam import (
+from mrl_analysis.interpret.gradcam import (
     cam_box_metrics,
     cam_grid_figure,
     cam_method,
@@ -23,7 +23,7 @@ from mrl_analysis.gradcam import (
     overlay_cam,
     size_cams,
 )
-from mrl_analysis.models import build_model
+from mrl_analysis.models.network import build_model
 
 C = 10
 NESTING = [1, 2, 4, 8, 512]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mrl_analysis.loss import MatryoshkaCELoss
-from mrl_analysis.models import MRLEHead, MRLHead, build_model, default_nesting
+from mrl_analysis.models.loss import MatryoshkaCELoss
+from mrl_analysis.models.network import MRLEHead, MRLHead, build_model, default_nesting
 
 
 def test_default_nesting():

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import yaml
 
-from mrl_analysis.runner import DEFAULT_BATCH, check_batch, load_batch
+from mrl_analysis.app.runner import DEFAULT_BATCH, check_batch, load_batch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

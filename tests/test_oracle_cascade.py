@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from mrl_analysis.cascade import (
+from mrl_analysis.routing.cascade import (
     cascade_figure,
     cascade_study,
     cascade_study_reduced,
@@ -19,14 +19,14 @@ from mrl_analysis.cascade import (
     single_size_points,
     size_reduction,
 )
-from mrl_analysis.oracle import (
+from mrl_analysis.routing.oracle import (
     accuracy_by_size,
     first_correct_figure,
     first_correct_shares,
     majority_vote,
     oracle_summary,
 )
-from mrl_analysis.router import router_features, router_figure, router_study
+from mrl_analysis.routing.router import router_features, router_figure, router_study
 
 NESTING = [4, 8, 16]
 LABELS = np.arange(6)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, needs_fashion_mnist
 
-from mrl_analysis.per_dimension import smallest_size_within
+from mrl_analysis.accuracy.study import smallest_size_within
 
 
 def test_smallest_size_within_tolerance():
@@ -27,7 +27,7 @@ def test_smallest_size_within_tolerance():
 @needs_fashion_mnist
 @pytest.mark.integration
 def test_notebook_01_runs_on_real_caches(tiny_fmnist_models, tmp_path):
-    from mrl_analysis.runner import run_batch
+    from mrl_analysis.app.runner import run_batch
 
     batch = {
         "name": "tiny",

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from mrl_analysis.cache import embed_dataset
-from mrl_analysis.models import build_model
-from mrl_analysis.retrieval import (
+from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.models.network import build_model
+from mrl_analysis.retrieval.pipelines import (
     TABLE_COLUMNS,
     Funnel,
     Retriever,

@@ -15,16 +15,15 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from mrl_analysis import wordnet
-from mrl_analysis.cache import embed_dataset
-from mrl_analysis.cascade import tradeoff_figure
-from mrl_analysis.checkpoints import load_model, save_checkpoint
-from mrl_analysis.datasets import get_dataset
-from mrl_analysis.experiment import build_caches, build_flipped_caches
-from mrl_analysis.models import build_model
-from mrl_analysis.per_class import share_histogram_bins, spread_marker_labels
-from mrl_analysis.router import router_study
-from mrl_analysis.routing_study import (
+from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.cache.experiment import build_caches, build_flipped_caches
+from mrl_analysis.data import wordnet
+from mrl_analysis.data.datasets import get_dataset
+from mrl_analysis.models.checkpoints import load_model, save_checkpoint
+from mrl_analysis.models.network import build_model
+from mrl_analysis.routing.cascade import tradeoff_figure
+from mrl_analysis.routing.router import router_study
+from mrl_analysis.routing.study import (
     ScoreSet,
     accuracy_tables,
     at_sizes,
@@ -44,6 +43,7 @@ from mrl_analysis.routing_study import (
     tradeoff_points,
     zoom_tradeoff,
 )
+from mrl_analysis.superclass.per_class import share_histogram_bins, spread_marker_labels
 
 C = 4
 CLASS_IDS = ["cat", "dog", "car", "bus"]

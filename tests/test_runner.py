@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mrl_analysis.runner import (
+from mrl_analysis.app.runner import (
     _runs_this_interpreter,
     check_batch,
     load_batch,
@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from mrl_analysis.figures import figure_dir, save_figure
+from mrl_analysis.figures.save import figure_dir, save_figure
 
 assert str(figure_dir()) == output_dir, (figure_dir(), output_dir)
 # a relative data path only works when the kernel runs in the batch root
@@ -231,7 +231,7 @@ READ_PARAMS = 'path = "data/value.txt"\n'
 READ_BODY = """\
 import pandas as pd
 
-from mrl_analysis.figures import save_figure
+from mrl_analysis.figures.save import save_figure
 import plotly.graph_objects as go
 
 value = float(open(path).read())

@@ -9,7 +9,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from mrl_analysis.per_class import (
+from mrl_analysis.data.hierarchy import SuperclassMap
+from mrl_analysis.superclass.metrics import (
+    per_superclass_accuracy,
+    per_superclass_figure,
+    superclass_accuracy,
+    superclass_accuracy_figure,
+    within_superclass_error_figure,
+)
+from mrl_analysis.superclass.per_class import (
     TRENDS,
     classify_trends,
     per_class_accuracy,
@@ -17,14 +25,6 @@ from mrl_analysis.per_class import (
     relative_accuracy_outliers,
     trend_counts,
     trend_counts_figure,
-)
-from mrl_analysis.superclass import (
-    SuperclassMap,
-    per_superclass_accuracy,
-    per_superclass_figure,
-    superclass_accuracy,
-    superclass_accuracy_figure,
-    within_superclass_error_figure,
 )
 
 CLASS_IDS = ["cat", "dog", "car", "bus", "apple"]

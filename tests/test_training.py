@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY_TRAIN, needs_fashion_mnist
 
-from mrl_analysis.checkpoints import load_checkpoint, load_model
-from mrl_analysis.datasets import get_dataset
-from mrl_analysis.training import TrainConfig, config_differences, train
+from mrl_analysis.data.datasets import get_dataset
+from mrl_analysis.models.checkpoints import load_checkpoint, load_model
+from mrl_analysis.models.training import TrainConfig, config_differences, train
 
 pytestmark = [needs_fashion_mnist, pytest.mark.integration]
 
@@ -87,7 +87,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     args = [
         sys.executable,
         "-m",
-        "mrl_analysis.cli",
+        "mrl_analysis.app.cli",
         "train",
         "-o",
         str(killed),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mrl_analysis import wordnet
-from mrl_analysis.wordnet import (
+from mrl_analysis.data import wordnet
+from mrl_analysis.data.wordnet import (
     COARSE_SUPERCLASSES,
     PAPER_SUPERCLASSES,
     ROOT_WNID,

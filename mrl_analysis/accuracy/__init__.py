@@ -1,0 +1,1 @@
+"""Theme: accuracy per truncation size (linear heads, k-NN, post-hoc baselines)."""

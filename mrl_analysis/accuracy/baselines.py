@@ -1,0 +1,128 @@
+"""Post-hoc dimensionality reductions of a fixed-feature (FF) representation.
+
+The paper's baselines for nesting a model that was not trained for it (Figures 2-3,
+Appendix C): keep the first m features of the largest FF model ("Rand. FS"), project onto
+its top-m singular directions ("SVD", fit on the train features) or project with a seeded
+random Gaussian matrix ("JL", Johnson-Lindenstrauss).
+
+SVD is fit without centering (``TruncatedSVD``): at m = d it is then a rotation, so L2
+distances and norms are unchanged and the k-NN accuracy equals that of the original
+features. Both projections are nested: the top-m singular directions are the first m of
+the top-M ones, and a Gaussian matrix with M rows drawn from a seed starts with the m-row
+matrix drawn from the same seed (up to a scale that L2 normalization removes).
+:func:`baseline_knn_accuracy` therefore fits once at the largest size and truncates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import TruncatedSVD
+from sklearn.random_projection import GaussianRandomProjection
+
+from mrl_analysis.accuracy.metrics import BASELINE_NAMES, knn_accuracy, method_label
+
+BASELINE_METHODS: tuple[str, ...] = tuple(BASELINE_NAMES)
+
+
+def _check_pair(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    train, test = np.asarray(train), np.asarray(test)
+    if train.ndim != 2 or test.ndim != 2:
+        raise ValueError(
+            f"train and test must be 2-D feature arrays [N, d], got shapes {train.shape} "
+            f"and {test.shape}"
+        )
+    if train.shape[1] != test.shape[1]:
+        raise ValueError(
+            f"train has d = {train.shape[1]} but test has d = {test.shape[1]}; use features "
+            "of the same model"
+        )
+    return train, test
+
+
+def reduce(
+    train: np.ndarray, test: np.ndarray, m: int, method: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce ``train [N, d]`` and ``test [Q, d]`` to m dimensions (float32).
+
+    ``method``: ``"first-m"`` (the first m features), ``"svd"`` (top-m right singular
+    vectors of the train features, uncentered, sklearn's randomized ``TruncatedSVD`` with
+    ``random_state=seed``) or ``"jl"`` (sklearn's ``GaussianRandomProjection`` with
+    ``random_state=seed``). The projection is always fit on ``train`` only.
+    """
+    train, test = _check_pair(train, test)
+    n, d = train.shape
+    m = int(m)
+    if method not in BASELINE_METHODS:
+        raise ValueError(f"unknown reduction {method!r}: use one of {BASELINE_METHODS}")
+    if not 1 <= m <= d:
+        raise ValueError(f"m must lie in 1..{d} (the feature dimension), got {m}")
+    if method == "first-m":
+        return (
+            np.ascontiguousarray(train[:, :m], dtype=np.float32),
+            np.ascontiguousarray(test[:, :m], dtype=np.float32),
+        )
+    if method == "svd":
+        if m > n:
+            raise ValueError(
+                f"SVD to m = {m} needs at least m train samples, got {n}; use smaller sizes"
+            )
+        projection = TruncatedSVD(n_components=m, random_state=seed)
+    else:
+        projection = GaussianRandomProjection(n_components=m, random_state=seed)
+    projection.fit(train)
+    return (
+        projection.transform(train).astype(np.float32, copy=False),
+        projection.transform(test).astype(np.float32, copy=False),
+    )
+
+
+def baseline_knn_accuracy(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    test_labels: np.ndarray,
+    sizes: Iterable[int],
+    methods: Sequence[str] = BASELINE_METHODS,
+    k: int | Iterable[int] = (1,),
+    model: str | None = "FF",
+    *,
+    seed: int = 0,
+    normalize: bool = True,
+    batch_size: int = 8192,
+) -> pd.DataFrame:
+    """k-NN accuracy (%) of each post-hoc reduction of an FF model's features, per size.
+
+    Pass the largest FF model's train/test features. Each method is fit once at
+    ``max(sizes)`` and truncated to every smaller m (the reductions are nested, see the
+    module docstring); the k-NN itself is :func:`mrl_analysis.accuracy.metrics.knn_accuracy`,
+    normalizing after reduction. Rows carry ``method`` in ``methods`` and legend labels
+    like ``"FF Rand. FS"``, ``"FF SVD"``, ``"FF JL"``.
+    """
+    unknown = [name for name in methods if name not in BASELINE_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods {list(methods)} must be drawn from {BASELINE_METHODS}")
+    sizes = sorted({int(m) for m in sizes})
+    if not sizes:
+        raise ValueError("sizes is empty: give at least one representation size")
+    tables = []
+    for method in methods:
+        train_m, test_m = reduce(train, test, sizes[-1], method, seed)
+        tables.append(
+            knn_accuracy(
+                train_m,
+                train_labels,
+                test_m,
+                test_labels,
+                sizes,
+                k=k,
+                normalize=normalize,
+                model=model,
+                method=method,
+                batch_size=batch_size,
+                label=method_label(model, method, baseline=True),
+            )
+        )
+    return pd.concat(tables, ignore_index=True)

@@ -1,0 +1,1 @@
+"""The application layer: command line, papermill batch runner, demos and their specs."""

@@ -1,0 +1,324 @@
+"""Embedding cache: run a model once over a dataset split and keep its outputs on disk.
+
+A cache is a directory of memory-mappable ``.npy`` arrays plus ``manifest.json``::
+
+    features.npy      [N, d]     pooled backbone features, full d (float16, see below)
+    logits.npy        [G, N, C]  float32, one row per nesting size (G = len(nesting))
+    labels.npy        [N]        int64
+    sample_ids.npy    [N]        unicode
+    head_weight.npy   [C, d]     MRL-E only: the shared classifier, so that
+    head_bias.npy     [C]        ``logits_at(m)`` works at any size from the cache alone
+    manifest.json     provenance, shapes, dtypes and a sha256 per array; written last
+
+Precision. Features are stored as float16 when every value fits float16's range (else
+float32, recorded in the manifest): pooled features are O(1), and float16's relative
+rounding error of 2**-11 changes neither 1-NN neighbours nor head argmaxes in practice
+(``tests/test_cache.py`` checks both); it halves the disk and page-cache footprint of the
+largest array. The manifest records the largest absolute rounding error actually made.
+Logits stay float32: near-ties between classes are common enough that float16 would flip
+some predictions, and the oracle / cascade analyses compare predictions exactly.
+
+Class subsets. A split whose labels can only be some of the model's classes (ImageNet-A
+and -R: 200 of the 1000; ``bundle.class_subset_indices``) is scored among those classes
+only, as in the paper: the other classes' logits are stored as ``-inf`` (so every
+prediction, probability and cascade sees the 200-way problem) and ``logits_at`` applies
+the same mask; the manifest lists the subset under ``dataset.class_subset``.
+
+Reuse and staleness. A cache is keyed by a hash of its provenance: the checkpoint's
+content hash, the dataset fingerprint, split, transform ``repr``, sample count, head kind,
+nesting and feature dtype. ``embed_dataset`` with the same key returns the existing cache;
+with a different key it recomputes into the same directory and swaps the new content in
+only once it is complete.
+
+Crash safety. Extraction writes one ``.npz`` per ``chunk_size`` samples into a hidden
+``.<name>.partial-<key>`` directory next to the cache (each chunk written to a temporary
+name, fsynced and renamed), so an interrupted run resumes from its finished chunks. The
+final arrays are assembled in a hidden temporary directory, the manifest is written last,
+and the directory is renamed into place (an atomic ``renameat2(RENAME_EXCHANGE)`` swap
+when it replaces an older cache). A directory without ``manifest.json`` is never treated
+as a cache. An exclusive ``fcntl.flock`` on ``.<name>.lock`` makes concurrent builders of
+the same cache wait for each other instead of corrupting it; readers need no lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mrl-analysis-cache/1"
+MANIFEST = "manifest.json"
+FeaturesDtype = Literal["float16", "float32"]
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_HASH_BLOCK = 16 << 20
+# Every file a finished cache may hold; anything else in a directory means it is not ours.
+_CACHE_FILES = frozenset(
+    {
+        MANIFEST,
+        "features.npy",
+        "logits.npy",
+        "labels.npy",
+        "sample_ids.npy",
+        "head_weight.npy",
+        "head_bias.npy",
+    }
+)
+
+
+class CacheCorruptedError(ValueError):
+    """A cache file is missing, truncated or does not match its manifest checksum."""
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def cache_path(root: str | os.PathLike, model_name: str, dataset_name: str, split: str) -> Path:
+    """The conventional cache directory ``<root>/<model_name>/<dataset_name>-<split>``.
+
+    >>> cache_path("data/cache", "resnet18-mrl", "fashion-mnist", "test").as_posix()
+    'data/cache/resnet18-mrl/fashion-mnist-test'
+    """
+    parts = {"model_name": model_name, "dataset_name": dataset_name, "split": split}
+    for what, value in parts.items():
+        if not isinstance(value, str) or value in ("", ".", "..") or re.search(r"[/\\]", value):
+            raise ValueError(
+                f"{what}={value!r} cannot be used as a path component: give a non-empty "
+                "name without slashes"
+            )
+    return Path(root) / model_name / f"{dataset_name}-{split}"
+
+
+def sibling(cache_dir: Path, suffix: str) -> Path:
+    return cache_dir.parent / f".{cache_dir.name}.{suffix}"
+
+
+# ---------------------------------------------------------------------- provenance
+
+
+def transform_repr(transform: Any) -> str:
+    """``repr(transform)`` without memory addresses, which differ from run to run."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_dict_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}|{value!r}\n".encode())
+            continue
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def checkpoint_hash(model: nn.Module) -> tuple[str, str]:
+    """``(sha256, source)``: from ``meta``, the checkpoint file, or the weights in memory."""
+    meta = getattr(model, "meta", None) or {}
+    if meta.get("checkpoint_sha256"):
+        return str(meta["checkpoint_sha256"]), "meta"
+    path = meta.get("checkpoint_path") or getattr(model, "checkpoint_path", None)
+    if path and Path(path).is_file():
+        return sha256_file(Path(path)), "file"
+    return _state_dict_sha256(model), "state_dict"
+
+
+def hash_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _bundle_transform(bundle: Any) -> Any:
+    if hasattr(bundle, "transform"):
+        return bundle.transform
+    return getattr(bundle.dataset, "transform", None)
+
+
+def cache_provenance(
+    model: nn.Module, bundle: Any, features_dtype: str, checkpoint_sha256: str
+) -> dict[str, Any]:
+    fingerprint = getattr(bundle, "fingerprint", None)
+    if not fingerprint:
+        raise ValueError(
+            "bundle.fingerprint is missing: the cache needs a hash of the data files, split "
+            "and class selection to notice a changed dataset (get_dataset sets it)"
+        )
+    split = getattr(bundle, "split", None)
+    return {
+        "format": FORMAT,
+        "checkpoint_sha256": checkpoint_sha256,
+        "dataset_fingerprint": str(fingerprint),
+        "split": None if split is None else str(split),
+        "transform": transform_repr(_bundle_transform(bundle)),
+        "num_samples": len(bundle.dataset),
+        "kind": str(model.kind),
+        "nesting": [int(m) for m in model.nesting],
+        "features_dtype": features_dtype,
+        # Only when present, so that the keys of ordinary caches stay what they were.
+        **(
+            {"class_subset": subset.tolist()}
+            if (subset := class_subset(bundle)) is not None
+            else {}
+        ),
+    }
+
+
+def class_subset(bundle: Any) -> np.ndarray | None:
+    subset = getattr(bundle, "class_subset_indices", None)
+    return None if subset is None else np.unique(np.asarray(subset, dtype=np.int64))
+
+
+def versions() -> dict[str, str | None]:
+    import torchvision
+
+    try:
+        ours: str | None = metadata.version("mrl-analysis")
+    except metadata.PackageNotFoundError:
+        ours = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "mrl_analysis": ours,
+    }
+
+
+# ------------------------------------------------------------------ files on disk
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+@contextmanager
+def locked(lock_path: Path, what: Path) -> Iterator[None]:
+    # Append mode: opening must never truncate a file another process holds locked.
+    with open(lock_path, "ab") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("another process is building %s; waiting for it", what)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def install(src: Path, dst: Path, *, atomic_swap: bool = True) -> None:
+    """Move the finished directory ``src`` to ``dst``, replacing an older ``dst``."""
+    if not dst.exists():
+        os.rename(src, dst)
+    elif atomic_swap and _exchange(src, dst):
+        shutil.rmtree(src)  # now holds the old content
+    else:
+        # Without an atomic swap there is a short window with no cache at dst; a crash
+        # inside it leaves the old one under .old-*, which the next build removes.
+        old = sibling(dst, f"old-{os.getpid()}")
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old)
+    fsync_dir(dst.parent)
+
+
+def check_replaceable(cache_dir: Path) -> None:
+    if not cache_dir.exists():
+        return
+    if not cache_dir.is_dir():
+        raise ValueError(f"{cache_dir} exists and is not a directory: choose another cache_dir")
+    names = {p.name for p in cache_dir.iterdir()}
+    if names and MANIFEST not in names and not names <= _CACHE_FILES:
+        raise ValueError(
+            f"{cache_dir} exists and is not an embedding cache (it holds {sorted(names)[:5]}); "
+            "refusing to replace it: choose another cache_dir or delete it"
+        )
+
+
+def remove_leftovers(cache_dir: Path, keep: Path) -> None:
+    """Delete temporary dirs of crashed builds; safe because the caller holds the lock."""
+    prefix = f".{cache_dir.name}."
+    for path in cache_dir.parent.iterdir():
+        if path == keep or not path.name.startswith(prefix) or not path.is_dir():
+            continue
+        if path.name[len(prefix) :].startswith(("tmp-", "old-", "partial-")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def describe(path: Path) -> dict[str, Any]:
+    array = np.load(path, mmap_mode="r")
+    return {
+        "file": path.name,
+        "dtype": array.dtype.str,
+        "shape": list(array.shape),
+        "nbytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+
+
+def write_array(directory: Path, name: str, array: np.ndarray) -> Path:
+    path = directory / f"{name}.npy"
+    np.save(path, array)
+    return path
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    path = directory / MANIFEST
+    with open(path, "w") as fh:
+        json.dump(manifest, fh, indent=1, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())

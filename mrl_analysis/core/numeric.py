@@ -1,0 +1,17 @@
+"""Numerical basics: the one softmax of the library."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray, axis: int = -1, dtype: type = np.float32) -> np.ndarray:
+    """Numerically stable softmax along ``axis``, as ``dtype`` (a new array).
+
+    ``-inf`` logits (classes outside a class subset) get probability 0.
+    """
+    x = np.array(logits, dtype=dtype, copy=True)
+    x -= x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x

@@ -1,0 +1,1 @@
+"""Datasets, their fingerprints, WordNet and the superclass resolver (the lowest layer)."""

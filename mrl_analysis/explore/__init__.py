@@ -1,0 +1,1 @@
+"""The interactive explorer: one image and one size slider over several themes."""

@@ -1,0 +1,1 @@
+"""Theme: where small and large sizes disagree, and Grad-CAM at every size."""

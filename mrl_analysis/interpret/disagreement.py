@@ -1,0 +1,344 @@
+"""Samples on which nesting sizes disagree (paper §5 and Appendix J, "model disagreement").
+
+Between a ``small`` and a ``large`` size, a sample is
+
+* ``fixed``: wrong at the small size and right at the large one (the usual direction:
+  more capacity resolves it), or
+* ``broken``: right at the small size and wrong at the large one (paper Figure 12: some
+  instances are better classified with fewer dimensions).
+
+Each case is labelled by where its wrong prediction falls, as the paper does: ``within
+superclass`` (confusion among sibling classes, e.g. one snake species for another under
+"serpent") or ``outside superclass`` (another kind of object, e.g. distracted by clutter).
+Cases are ranked by how confidently both sizes commit to their different answers.
+
+Everything works on plain arrays (logits ``[G, N, C]``, labels, nesting);
+:func:`cache_disagreements` reads them from an :class:`~mrl_analysis.cache.reader.EmbeddingCache`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from mrl_analysis.data.hierarchy import SuperclassMap
+from mrl_analysis.routing.oracle import check_scores, predictions
+
+__all__ = [
+    "DIRECTIONS",
+    "cache_disagreements",
+    "case_labels",
+    "cache_superclass_map",
+    "disagreement_summary",
+    "disagreement_summary_figure",
+    "find_disagreements",
+    "pairwise_disagreement",
+    "pairwise_disagreement_figure",
+]
+
+Direction = Literal["fixed", "broken", "both"]
+#: The two kinds of disagreement, in the order tables list them.
+DIRECTIONS = ("fixed", "broken")
+WITHIN, OUTSIDE = "within superclass", "outside superclass"
+REJECT = "other"  # what the datasets call the pooled leftover classes
+
+
+def _softmax_rows(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float32)
+    x = x - x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+def _pick(sizes: list[int], value: int | None, default: int, what: str) -> int:
+    m = default if value is None else int(value)
+    if m not in sizes:
+        raise ValueError(f"{what}={m} is not one of the sizes {sizes}")
+    return m
+
+
+def find_disagreements(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    small: int | None = None,
+    large: int | None = None,
+    smap: SuperclassMap | None = None,
+    class_names: Sequence[str] | None = None,
+    sample_ids: Sequence[str] | None = None,
+    direction: Direction = "both",
+    top: int | None = None,
+) -> pd.DataFrame:
+    """Ranked samples on which sizes ``small`` and ``large`` disagree, one row per case.
+
+    ``logits [G, N, C]`` (one row per size in ``nesting``; a memory-mapped cache array is
+    read one size at a time), ``labels [N]``. ``small``/``large`` default to the smallest
+    and largest size. ``smap`` (a :class:`~mrl_analysis.superclass.metrics.SuperclassMap`)
+    labels each case's ``confusion``; without it the column is empty. ``top`` keeps the
+    best ``top`` cases per direction.
+
+    Columns: ``direction`` (``fixed``/``broken``), ``rank`` (1 = most confident, per
+    direction), ``sample_index``, ``sample_id``, ``label``, ``small_dim``, ``large_dim``,
+    ``pred_small``, ``pred_large``, ``prob_small``, ``prob_large`` (each size's
+    probability of its own prediction), ``score`` (the smaller of the two),
+    ``wrong_pred`` (the wrong one of the two predictions), ``n_sizes_correct`` (over all
+    of ``nesting``), ``true_superclass``, ``wrong_superclass``, ``confusion``, and the
+    names ``label_name``, ``pred_small_name``, ``pred_large_name`` when ``class_names``
+    is given.
+    """
+    scores, labels, sizes = check_scores(logits, labels, nesting, name="logits")
+    if direction not in ("fixed", "broken", "both"):
+        raise ValueError(f"direction must be 'fixed', 'broken' or 'both', not {direction!r}")
+    lo = _pick(sizes, small, sizes[0], "small")
+    hi = _pick(sizes, large, sizes[-1], "large")
+    if lo >= hi:
+        raise ValueError(f"small ({lo}) must be a smaller size than large ({hi})")
+    if top is not None and top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    n, num_classes = scores.shape[1], scores.shape[2]
+    if smap is not None and smap.index.shape != (num_classes,):
+        raise ValueError(
+            f"the superclass map covers {smap.index.shape[0]} classes, the logits {num_classes}"
+        )
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class_names for {num_classes} classes")
+    if sample_ids is not None and len(sample_ids) != n:
+        raise ValueError(f"{len(sample_ids)} sample_ids for {n} samples")
+
+    correct = predictions(scores) == labels[None, :]
+    probs_small = _softmax_rows(scores[sizes.index(lo)])
+    probs_large = _softmax_rows(scores[sizes.index(hi)])
+    pred_small, pred_large = probs_small.argmax(axis=1), probs_large.argmax(axis=1)
+    ok_small, ok_large = pred_small == labels, pred_large == labels
+    wanted = DIRECTIONS if direction == "both" else (direction,)
+    masks = {"fixed": ~ok_small & ok_large, "broken": ok_small & ~ok_large}
+
+    rows = np.concatenate([np.flatnonzero(masks[d]) for d in wanted]).astype(np.int64)
+    kind = np.concatenate([np.full(int(masks[d].sum()), d, dtype=object) for d in wanted])
+    prob_small = probs_small[rows, pred_small[rows]]
+    prob_large = probs_large[rows, pred_large[rows]]
+    wrong = np.where(kind == "fixed", pred_small[rows], pred_large[rows])
+    table = pd.DataFrame(
+        {
+            "direction": kind,
+            "sample_index": rows,
+            "sample_id": None if sample_ids is None else np.asarray(sample_ids)[rows],
+            "label": labels[rows],
+            "small_dim": lo,
+            "large_dim": hi,
+            "pred_small": pred_small[rows],
+            "pred_large": pred_large[rows],
+            "prob_small": prob_small,
+            "prob_large": prob_large,
+            "score": np.minimum(prob_small, prob_large),
+            "wrong_pred": wrong,
+            "n_sizes_correct": correct[:, rows].sum(axis=0),
+        }
+    )
+    table = _label_confusion(table, smap)
+    if class_names is not None:
+        names = np.asarray(class_names, dtype=object)
+        for column in ("label", "pred_small", "pred_large"):
+            table[f"{column}_name"] = names[table[column].to_numpy()]
+
+    table["direction"] = pd.Categorical(table["direction"], categories=list(wanted))
+    table = table.sort_values(
+        ["direction", "score", "sample_index"], ascending=[True, False, True], kind="stable"
+    )
+    table.insert(1, "rank", table.groupby("direction", observed=True).cumcount() + 1)
+    if top is not None:
+        table = table[table["rank"] <= top]
+    table["direction"] = table["direction"].astype(str)
+    return table.reset_index(drop=True)
+
+
+def _label_confusion(table: pd.DataFrame, smap: SuperclassMap | None) -> pd.DataFrame:
+    if smap is None:
+        table["true_superclass"] = table["wrong_superclass"] = table["confusion"] = None
+        return table
+    names = np.asarray(smap.names, dtype=object)
+    true_super = smap.of(table["label"].to_numpy())
+    wrong_super = smap.of(table["wrong_pred"].to_numpy())
+    table["true_superclass"] = names[true_super]
+    table["wrong_superclass"] = names[wrong_super]
+    # A pooled reject group is no real superclass: confusions inside it are not "siblings".
+    real = np.ones(len(table), bool) if smap.reject is None else names[true_super] != smap.reject
+    table["confusion"] = np.where(
+        real, np.where(true_super == wrong_super, WITHIN, OUTSIDE), None
+    ).astype(object)
+    return table
+
+
+def disagreement_summary(table: pd.DataFrame, **labels: Any) -> pd.DataFrame:
+    """Counts per direction × confusion of a :func:`find_disagreements` table.
+
+    Columns ``direction, confusion, n, share`` (share within the direction); ``labels``
+    become constant columns (e.g. ``model="MRL"``).
+    """
+    needed = {"direction", "confusion", "small_dim", "large_dim"}
+    if not needed <= set(table.columns):
+        raise ValueError(f"not a find_disagreements table: it lacks {sorted(needed - set(table))}")
+    confusion = table["confusion"].fillna("unlabelled")
+    counts = (
+        table.assign(confusion=confusion)
+        .groupby(["small_dim", "large_dim", "direction", "confusion"], sort=True)
+        .size()
+        .rename("n")
+        .reset_index()
+    )
+    counts["share"] = counts["n"] / counts.groupby("direction")["n"].transform("sum")
+    for key, value in labels.items():
+        counts.insert(0, key, value)
+    return counts
+
+
+def disagreement_summary_figure(summary: pd.DataFrame) -> go.Figure:
+    """Bars of :func:`disagreement_summary`: cases per direction, split by confusion."""
+    lo, hi = int(summary["small_dim"].iloc[0]), int(summary["large_dim"].iloc[0])
+    fig = px.bar(
+        summary,
+        x="direction",
+        y="n",
+        color="confusion",
+        text="n",
+        category_orders={"direction": list(DIRECTIONS)},
+        labels={"n": "samples", "direction": ""},
+    )
+    fig.update_xaxes(
+        tickvals=list(DIRECTIONS),
+        ticktext=[f"wrong at {lo}, right at {hi}", f"right at {lo}, wrong at {hi}"],
+    )
+    fig.update_layout(title=f"Disagreements between sizes {lo} and {hi}")
+    return fig
+
+
+def case_labels(table: pd.DataFrame) -> list[str]:
+    """One short label per :func:`find_disagreements` row (for figure rows)."""
+    names = table["label_name"] if "label_name" in table else table["label"].astype(str)
+    confusion = table["confusion"].map(lambda c: f", {c}" if isinstance(c, str) else "")
+    return [
+        f"#{i} {name}<br>{d}{c}"
+        for i, name, d, c in zip(
+            table["sample_index"], names, table["direction"], confusion, strict=True
+        )
+    ]
+
+
+def pairwise_disagreement(
+    logits: np.ndarray, labels: np.ndarray, nesting: Sequence[int], **labels_: Any
+) -> pd.DataFrame:
+    """For every pair of sizes ``small < large``: how many samples are fixed and broken.
+
+    One row per pair: ``small_dim, large_dim, n_fixed, n_broken, n_samples``;
+    ``labels_`` become constant columns.
+    """
+    scores, labels, sizes = check_scores(logits, labels, nesting, name="logits")
+    correct = (predictions(scores) == labels[None, :]).astype(np.int64)  # [G, N]
+    fixed = (1 - correct) @ correct.T  # [a, b]: wrong at a, right at b
+    lo, hi = np.triu_indices(len(sizes), k=1)
+    table = pd.DataFrame(
+        {
+            "small_dim": np.asarray(sizes)[lo],
+            "large_dim": np.asarray(sizes)[hi],
+            "n_fixed": fixed[lo, hi],
+            "n_broken": fixed[hi, lo],
+            "n_samples": correct.shape[1],
+        }
+    )
+    for key, value in labels_.items():
+        table.insert(0, key, value)
+    return table
+
+
+def pairwise_disagreement_figure(table: pd.DataFrame) -> go.Figure:
+    """Heat maps of :func:`pairwise_disagreement`: fixed (left) and broken (right) shares."""
+    long = table.melt(
+        id_vars=["small_dim", "large_dim", "n_samples"],
+        value_vars=["n_fixed", "n_broken"],
+        var_name="kind",
+    )
+    long["share"] = long["value"] / long["n_samples"]
+    long["kind"] = long["kind"].map(
+        {"n_fixed": "wrong at small, right at large", "n_broken": "right at small, wrong at large"}
+    )
+    sizes = sorted(set(table["small_dim"]) | set(table["large_dim"]))
+    fig = px.density_heatmap(
+        long,
+        x="large_dim",
+        y="small_dim",
+        z="share",
+        facet_col="kind",
+        histfunc="sum",
+        color_continuous_scale="Viridis",
+        category_orders={"large_dim": sizes, "small_dim": sizes},
+        labels={"large_dim": "large size", "small_dim": "small size", "share": "share"},
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_layout(title="Samples on which two sizes disagree (share of the eval set)")
+    return fig
+
+
+def cache_superclass_map(
+    hierarchy: Mapping[str, str] | None, class_ids: Sequence[str]
+) -> SuperclassMap | None:
+    """The superclass map of a cache's ``hierarchy`` (None without one).
+
+    The datasets' ``"other"`` group, and classes the hierarchy leaves out, form the reject
+    group, which :func:`find_disagreements` does not count as a superclass.
+    """
+    if not hierarchy:
+        return None
+    if REJECT in hierarchy.values():
+        reject: str | None = REJECT
+    else:
+        complete = all(str(c) in hierarchy for c in class_ids)
+        reject = None if complete else REJECT
+    return SuperclassMap.from_hierarchy(hierarchy, class_ids, reject=reject)
+
+
+def cache_disagreements(
+    cache: Any,
+    small: int | None = None,
+    large: int | None = None,
+    *,
+    smap: SuperclassMap | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`find_disagreements` on an :class:`~mrl_analysis.cache.reader.EmbeddingCache`.
+
+    Uses the cache's labels, class names, sample ids and (unless ``smap`` is given)
+    hierarchy. For an MRL-E cache ``small``/``large`` may be any size: their logits come
+    from the cached features and shared head. ``kwargs`` go to :func:`find_disagreements`.
+    """
+    nesting = list(cache.nesting)
+    lo = nesting[0] if small is None else int(small)
+    hi = nesting[-1] if large is None else int(large)
+    if {lo, hi} <= set(nesting):
+        logits, sizes = cache.logits(), nesting
+    else:
+        sizes = sorted({*nesting, lo, hi})
+        trained = cache.logits()  # the model's own logits wherever a size was trained
+        logits = np.stack(
+            [trained[nesting.index(m)] if m in nesting else cache.logits_at(m) for m in sizes]
+        )
+    if smap is None:
+        smap = cache_superclass_map(cache.hierarchy, cache.class_ids)
+    return find_disagreements(
+        logits,
+        cache.labels,
+        sizes,
+        small=lo,
+        large=hi,
+        smap=smap,
+        class_names=kwargs.pop("class_names", cache.class_names),
+        sample_ids=kwargs.pop("sample_ids", cache.sample_ids),
+        **kwargs,
+    )

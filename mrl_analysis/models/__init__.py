@@ -1,0 +1,1 @@
+"""Matryoshka heads on torchvision backbones, the loss, checkpoints, training."""

@@ -1,0 +1,1 @@
+"""Theme: adaptive retrieval (shortlist with few dimensions, rerank with many)."""

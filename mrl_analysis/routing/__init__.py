@@ -1,0 +1,1 @@
+"""Theme: routing samples to sizes (oracle, adaptive cascades, a learned router)."""

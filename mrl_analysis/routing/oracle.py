@@ -1,0 +1,231 @@
+"""Oracle routing across nesting sizes (paper Appendix J, Tables 22-23).
+
+The oracle labels a sample correct when the prediction at *any* nesting size is correct;
+it is the ceiling for any policy that picks one size per sample. This module also holds
+the input checks and per-size correctness shared by the other issue-5 analyses
+(:mod:`~mrl_analysis.superclass.metrics`, :mod:`~mrl_analysis.superclass.per_class`,
+:mod:`~mrl_analysis.routing.cascade`, :mod:`~mrl_analysis.routing.router`).
+
+Inputs are plain arrays: ``scores`` (logits or probabilities) ``[G, N, C]`` with
+``G = len(nesting)``, ``labels`` ``[N]``; the oracle functions also take predicted classes
+``int [G, N]`` in place of ``scores``. FF baselines fit the same shape: stack the
+single-row outputs of FF-k models along the first axis and pass their ``k`` as ``nesting``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+NEVER = "never"
+
+
+def check_nesting(nesting: Sequence[int]) -> list[int]:
+    """``nesting`` as a list of strictly increasing positive ints, or a ValueError."""
+    sizes = [int(m) for m in nesting]
+    if not sizes:
+        raise ValueError("nesting is empty: give the representation size of every score row")
+    if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+        raise ValueError(f"nesting must be strictly increasing positive sizes, got {sizes}")
+    return sizes
+
+
+def check_scores(
+    scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int], name: str = "scores"
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Validate ``scores [G, N, C]``, ``labels [N]`` and ``nesting`` (``G`` sizes).
+
+    Returns them as ``(ndarray, int64 ndarray, list[int])``; ``scores`` is not copied, so
+    a memory-mapped cache array stays lazy.
+    """
+    sizes = check_nesting(nesting)
+    if not hasattr(scores, "shape"):
+        scores = np.asarray(scores)
+    if scores.ndim != 3:
+        hint = f" (one size? pass {name}[None])" if scores.ndim == 2 else ""
+        raise ValueError(
+            f"{name} must have shape [len(nesting), N, num_classes], got {scores.shape}{hint}"
+        )
+    if scores.shape[0] != len(sizes):
+        raise ValueError(
+            f"{name} has {scores.shape[0]} rows but nesting has {len(sizes)} sizes {sizes}: "
+            "give one row per nesting size"
+        )
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.shape[0] != scores.shape[1]:
+        raise ValueError(
+            f"labels must have shape [N] = [{scores.shape[1]}] to match {name}, got {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[2]):
+        raise ValueError(
+            f"labels must lie in 0..{scores.shape[2] - 1} (the class axis of {name}), "
+            f"got {labels.min()}..{labels.max()}"
+        )
+    if labels.size == 0:
+        raise ValueError("no samples: labels is empty")
+    return scores, labels.astype(np.int64, copy=False), sizes
+
+
+def predictions(scores: np.ndarray) -> np.ndarray:
+    """Top-1 class per size and sample, ``int64 [G, N]``.
+
+    One size at a time, so a memory-mapped ``[G, N, C]`` array is read once and never
+    copied whole.
+    """
+    return np.stack([np.asarray(s).argmax(axis=-1) for s in scores])
+
+
+def correctness(scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int]) -> np.ndarray:
+    """Boolean ``[G, N]``: is the top-1 prediction at each size correct."""
+    scores, labels, _ = check_scores(scores, labels, nesting)
+    return predictions(scores) == labels[None, :]
+
+
+def accuracy_by_size(
+    scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int], *, model: str = "MRL"
+) -> pd.DataFrame:
+    """Top-1 accuracy per size: columns ``model, truncate_dim, accuracy``."""
+    correct = correctness(scores, labels, nesting)
+    return pd.DataFrame(
+        {"model": model, "truncate_dim": list(nesting), "accuracy": correct.mean(axis=1)}
+    )
+
+
+def _predictions_of(
+    scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Predicted classes ``[G, N]`` from scores ``[G, N, C]``, or given as ``int [G, N]``."""
+    scores_arr = scores if hasattr(scores, "shape") else np.asarray(scores)
+    if scores_arr.ndim != 2 or not np.issubdtype(scores_arr.dtype, np.integer):
+        scores_arr, labels, sizes = check_scores(scores_arr, labels, nesting)
+        return predictions(scores_arr), labels, sizes
+    sizes = check_nesting(nesting)
+    labels = np.asarray(labels)
+    if scores_arr.shape != (len(sizes), labels.shape[0]) or labels.ndim != 1:
+        raise ValueError(
+            f"predicted classes must have shape [len(nesting), N] = [{len(sizes)}, "
+            f"{labels.shape[0]}] with labels [N], got {scores_arr.shape} and {labels.shape}"
+        )
+    if labels.size == 0:
+        raise ValueError("no samples: labels is empty")
+    return np.asarray(scores_arr), labels.astype(np.int64, copy=False), sizes
+
+
+def first_correct_index(correct: np.ndarray) -> np.ndarray:
+    """Index of the first size that is correct per sample; ``G`` where none is."""
+    g = correct.shape[0]
+    # Weight size i by G - i and take the max: a reduction along the size axis runs row
+    # by row over contiguous memory, unlike an argmax down that axis.
+    weight = np.arange(g, 0, -1, dtype=np.min_scalar_type(g))[:, None]
+    return g - (np.asarray(correct, dtype=bool) * weight).max(axis=0).astype(np.int64)
+
+
+def majority_vote(preds: np.ndarray) -> np.ndarray:
+    """The class predicted by most sizes per sample, ``[N]``.
+
+    Ties go to the class predicted by the largest of the tied sizes (the most accurate
+    head in expectation), which makes the vote deterministic.
+    """
+    preds = np.asarray(preds)
+    g = preds.shape[0]
+    # Narrow class ids cut the memory traffic of the G x G comparisons several-fold.
+    small = preds.astype(np.min_scalar_type(int(preds.max()))) if preds.min() >= 0 else preds
+    key_type = np.min_scalar_type(g * (g + 1))
+    votes = np.zeros(preds.shape, dtype=key_type)
+    for row in small:  # votes[i, n]: how many sizes agree with size i
+        votes += small == row
+    # votes * G + i is largest for the most votes, then for the largest size among ties.
+    winner = (votes * key_type.type(g) + np.arange(g, dtype=key_type)[:, None]).max(axis=0) % g
+    return np.take_along_axis(preds, winner[None, :].astype(np.intp), axis=0)[0]
+
+
+def oracle_summary(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    model: str = "MRL",
+    eval_set: str = "test",
+) -> pd.DataFrame:
+    """Oracle metrics for one model on one eval set (paper Tables 22-23), one row.
+
+    Columns: ``model, eval_set, n_samples, oracle_accuracy, best_size, best_accuracy,
+    largest_size_accuracy, oracle_gap`` (oracle minus best single size, the headline of
+    "disagreement across dimensions"), ``never_correct, oracle_expected_size,
+    majority_vote_accuracy``.
+
+    The oracle routes each sample to the smallest size that is correct; a sample no size
+    gets right is routed to the largest size, as in the authors' oracle notebook, so
+    ``oracle_expected_size`` counts it there.
+    """
+    preds, labels, sizes = _predictions_of(scores, labels, nesting)
+    correct = preds == labels[None, :]
+    per_size = np.count_nonzero(correct, axis=1) / labels.size
+    best = int(per_size.argmax())
+    first = first_correct_index(correct)
+    routed = np.minimum(first, len(sizes) - 1)
+    oracle_acc = np.count_nonzero(first < len(sizes)) / labels.size
+    row = {
+        "model": model,
+        "eval_set": eval_set,
+        "n_samples": int(labels.size),
+        "oracle_accuracy": oracle_acc,
+        "best_size": sizes[best],
+        "best_accuracy": float(per_size[best]),
+        "largest_size_accuracy": float(per_size[-1]),
+        "oracle_gap": oracle_acc - float(per_size[best]),
+        "never_correct": 1.0 - oracle_acc,
+        "oracle_expected_size": float(np.asarray(sizes, dtype=float)[routed].mean()),
+        "majority_vote_accuracy": float((majority_vote(preds) == labels).mean()),
+    }
+    return pd.DataFrame([row])
+
+
+def first_correct_shares(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    model: str = "MRL",
+    eval_set: str = "test",
+) -> pd.DataFrame:
+    """Share of samples first correct at each size, plus the never-correct share (Table 22).
+
+    Columns: ``model, eval_set, first_correct`` (the size as text, or ``"never"``),
+    ``truncate_dim`` (nullable int, missing for never), ``share``. Shares sum to 1.
+    """
+    preds, labels, sizes = _predictions_of(scores, labels, nesting)
+    correct = preds == labels[None, :]
+    counts = np.bincount(first_correct_index(correct), minlength=len(sizes) + 1)
+    return pd.DataFrame(
+        {
+            "model": model,
+            "eval_set": eval_set,
+            "first_correct": [str(m) for m in sizes] + [NEVER],
+            "truncate_dim": pd.array([*sizes, None], dtype="Int64"),
+            "share": counts / correct.shape[1],
+        }
+    )
+
+
+def first_correct_figure(table: pd.DataFrame, color: str = "eval_set") -> go.Figure:
+    """Bars of :func:`first_correct_shares` (one bar group per size, then "never")."""
+    order = list(dict.fromkeys(table["first_correct"]))
+    fig = px.bar(
+        table,
+        x="first_correct",
+        y="share",
+        color=color,
+        barmode="group",
+        category_orders={"first_correct": order},
+        labels={"first_correct": "first correct at size", "share": "share of samples"},
+        title="Samples first classified correctly at each size",
+    )
+    fig.update_yaxes(tickformat=".0%")
+    return fig

@@ -1,0 +1,1 @@
+"""Theme: superclass and per-class accuracy across sizes."""
