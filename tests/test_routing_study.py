@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from mrl_analysis.cache.build import embed_dataset
 from mrl_analysis.cache.experiment import build_caches, build_flipped_caches
+from mrl_analysis.cache.scores import ScoreSet, score_sets, stack_ff
 from mrl_analysis.data import wordnet
 from mrl_analysis.data.datasets import get_dataset
 from mrl_analysis.models.checkpoints import load_model, save_checkpoint
@@ -24,7 +25,6 @@ from mrl_analysis.models.network import build_model
 from mrl_analysis.routing.cascade import tradeoff_figure
 from mrl_analysis.routing.router import router_study
 from mrl_analysis.routing.study import (
-    ScoreSet,
     accuracy_tables,
     at_sizes,
     best_cap,
@@ -35,8 +35,6 @@ from mrl_analysis.routing.study import (
     paired_by_size,
     per_class_heatmap,
     per_class_tables,
-    score_sets,
-    stack_ff,
     superclass_map_for,
     superclass_members,
     superclass_tables,
