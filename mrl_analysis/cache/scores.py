@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrl_analysis.cache.reader import EmbeddingCache
-from mrl_analysis.core.numeric import softmax
+from mrl_analysis.core.numeric import predictions, softmax
 
 FF_NAME = "FF"
 
@@ -50,7 +50,7 @@ class ScoreSet:
 
     def predictions(self) -> np.ndarray:
         """Top-1 class per size and sample, int64 ``[G, N]``."""
-        return np.stack([np.asarray(s).argmax(axis=-1) for s in self.logits])
+        return predictions(self.logits)
 
 
 def _check_same_split(caches: Mapping[str, EmbeddingCache]) -> None:

@@ -15,3 +15,12 @@ def softmax(logits: np.ndarray, axis: int = -1, dtype: type = np.float32) -> np.
     np.exp(x, out=x)
     x /= x.sum(axis=axis, keepdims=True)
     return x
+
+
+def predictions(scores: np.ndarray) -> np.ndarray:
+    """Top-1 class per size and sample, ``int64 [G, N]``, from scores ``[G, N, C]``.
+
+    One size at a time, so a memory-mapped ``[G, N, C]`` array is read once and never
+    copied whole.
+    """
+    return np.stack([np.asarray(s).argmax(axis=-1) for s in scores])
