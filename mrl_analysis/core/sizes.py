@@ -19,6 +19,11 @@ import pandas as pd
 from mrl_analysis.core.checks import check_fraction
 
 
+def as_good(values: np.ndarray, reference: np.ndarray | float, tolerance: float) -> np.ndarray:
+    """The rule itself: ``values >= reference - tolerance`` (broadcasting)."""
+    return np.asarray(values) >= np.asarray(reference) - tolerance
+
+
 def cheapest_within(
     values: Sequence[float] | np.ndarray,
     costs: Sequence[float] | np.ndarray,
@@ -37,7 +42,7 @@ def cheapest_within(
         raise ValueError(f"values and costs must be 1-D of one length, got {v.shape}, {c.shape}")
     refs = np.asarray(references, dtype=np.float64)
     order = np.argsort(c, kind="stable")
-    ok = v[order][None, :] >= refs.reshape(-1, 1) - tolerance
+    ok = as_good(v[order][None, :], refs.reshape(-1, 1), tolerance)
     first = ok.argmax(axis=1)
     found = ok.any(axis=1)
     return np.where(found, order[first] if len(order) else -1, -1).reshape(refs.shape)
