@@ -2,7 +2,7 @@
 
 Both run the same ResNet-18 (MRL head, 1 input channel) over the same ``DataLoader``
 (batch 256, no workers) of the Fashion-MNIST test split (10k images) when
-``mrl_analysis.data.datasets`` can load it, else of ``--n`` random 28x28 images. What the cache
+``mrl_analysis.data.registry`` can load it, else of ``--n`` random 28x28 images. What the cache
 adds is the feature / logits copies, chunk files, the assembled arrays, checksums, the
 manifest and the weights hash; the target is at most 10% over the bare forward.
 
@@ -31,7 +31,7 @@ from mrl_analysis.models.network import build_model
 def load_bundle(n: int, random: bool):
     if not random:
         try:
-            from mrl_analysis.data.datasets import get_dataset
+            from mrl_analysis.data.registry import get_dataset
 
             return get_dataset("fashion-mnist", "test"), "Fashion-MNIST test"
         except (ImportError, FileNotFoundError, ValueError) as exc:

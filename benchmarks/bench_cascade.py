@@ -23,14 +23,15 @@ from collections import Counter
 
 import numpy as np
 
+from mrl_analysis.core.numeric import predictions
 from mrl_analysis.routing.cascade import (
     DEFAULT_GRID,
+    SplitSettings,
     cascade_study,
     cascade_study_reduced,
     confidence_and_correctness,
-    holdout_splits,
 )
-from mrl_analysis.routing.oracle import first_correct_shares, oracle_summary, predictions
+from mrl_analysis.routing.oracle import first_correct_shares, oracle_summary
 
 NESTING = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
@@ -132,17 +133,17 @@ def main() -> None:
     print(f"reduction to [G, N] arrays (shared by both): {t_reduce:.2f} s (+ {t_preds:.2f} s)")
     print("accuracy per size:", np.round(correct.mean(axis=1), 3).tolist())
 
+    settings = SplitSettings(n_splits=args.splits, holdout=args.holdout)
     study, t_ours = timed(
         cascade_study_reduced,
         conf,
         correct,
         NESTING,
         repeat=3,
-        n_splits=args.splits,
-        holdout=args.holdout,
+        settings=settings,
         num_classes=args.classes,
     )
-    held, evaluate = holdout_splits(args.n, args.splits, args.holdout)
+    held, evaluate = settings.splits(args.n)
     k = min(args.baseline_splits, args.splits)
     base_acc, t_base = timed(baseline_cascade, conf, correct, DEFAULT_GRID, held[:k], evaluate[:k])
     ours_acc = study.results.pivot(index="split", columns="max_size", values="accuracy")
@@ -168,7 +169,7 @@ def main() -> None:
     )
 
     start = time.perf_counter()
-    cascade_study(probs, labels, NESTING, n_splits=args.splits, holdout=args.holdout)
+    cascade_study(probs, labels, NESTING, settings=settings)
     top1 = predictions(probs)
     oracle_summary(top1, labels, NESTING)
     first_correct_shares(top1, labels, NESTING)

@@ -14,7 +14,7 @@ d = 2048, nesting 8..2048:
   linearly (its cost per step is constant), since the whole stream would take minutes.
 
 Both baselines are checked to give the library's results on what they run. The library
-runs BLAS on one thread (see ``fewshot.single_threaded``); each baseline is timed twice, with
+runs BLAS on one thread (see ``fewshot.ncm.single_threaded``); each baseline is timed twice, with
 numpy's default BLAS threads (as usually written) and on one thread (the same conditions).
 """
 
@@ -25,8 +25,10 @@ import time
 
 import numpy as np
 
-from mrl_analysis.fewshot.episodes import episode_accuracy, sample_episodes, single_threaded
-from mrl_analysis.fewshot.fluid import FluidStream, fluid_predictions
+from mrl_analysis.fewshot.episodes import episode_accuracy, sample_episodes
+from mrl_analysis.fewshot.fluid import fluid_predictions
+from mrl_analysis.fewshot.ncm import single_threaded
+from mrl_analysis.fewshot.stream import FluidStream
 from mrl_analysis.models.network import default_nesting
 
 #: The issue's targets on this machine: 1,000 episodes x all sizes, and the whole stream.

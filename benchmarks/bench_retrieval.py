@@ -4,7 +4,7 @@ against the authors' per-query loop.
 Two databases:
 
 * synthetic: N = 1,000,000 nested-like vectors of size 512 in 1000 classes
-  (``mrl_analysis.retrieval.pipelines.synthetic_nested``: class centroid + noise (``--noise``),
+  (``mrl_analysis.retrieval.synthetic.synthetic_nested``: class centroid + noise (``--noise``),
   scaled by ``(1 + j)^-1/2`` per dimension ``j`` so the first dimensions carry most of the
   L2 geometry), rows L2-normalized at full size; 1000 queries from the same distribution;
 * the real cache of ``make demo`` (train split as database, test split as queries), when
@@ -41,6 +41,7 @@ import argparse
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -49,7 +50,9 @@ from sklearn.preprocessing import normalize
 
 from mrl_analysis.cache.reader import open_cache
 from mrl_analysis.cache.store import cache_path
-from mrl_analysis.retrieval.pipelines import Retriever, retrieval_metrics, synthetic_nested
+from mrl_analysis.retrieval.index import IndexSpec, Retriever
+from mrl_analysis.retrieval.metrics import retrieval_metrics
+from mrl_analysis.retrieval.synthetic import synthetic_nested
 
 SHORTLIST = 200
 
@@ -107,12 +110,12 @@ def bench(
         f"\n=== {name}: database {n:,} x {full}, {nq:,} queries, Ds={shortlist_dim}, "
         f"K={SHORTLIST}, Dr={full}"
     )
-    exact = Retriever(database, labels, threads=threads)
+    exact = Retriever(database, labels, IndexSpec(threads=threads))
     exact.prepare(shortlist_dim)
     exact.prepare(full)
     retrievers = {"exact": exact}
     if not args.no_hnsw:
-        hnsw = Retriever(database, labels, index="hnsw", hnsw_m=32, threads=threads)
+        hnsw = Retriever(database, labels, IndexSpec("hnsw", hnsw_m=32, threads=threads))
         hnsw.prepare(shortlist_dim)
         hnsw.prepare(full, search=False)
         retrievers["HNSW32"] = hnsw
@@ -158,12 +161,11 @@ def bench(
     cheap = max(repeats, 3)  # reranks take milliseconds: more repeats cost nothing
     for dr in rerank_dims:
         exact.prepare(dr, search=False)
-        exact.threads = threads
         _, t_threads = best_of(cheap, lambda dr=dr: exact.rerank(queries, shortlist, dr))
         # The loop runs on one core: the ratio compares the vectorized rerank on one too.
-        exact.threads = 1
+        exact.spec = replace(exact.spec, threads=1)
         fast, t_fast = best_of(cheap, lambda dr=dr: exact.rerank(queries, shortlist, dr))
-        exact.threads = threads
+        exact.spec = replace(exact.spec, threads=threads)
         slow, t_slow = best_of(
             1, lambda dr=dr: authors_rerank_loop(database, queries, shortlist, dr)
         )

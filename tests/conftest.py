@@ -62,3 +62,30 @@ def tiny_fmnist_models(tmp_path_factory) -> dict[str, Path]:
         name: train({**TINY_TRAIN, **spec}, out / f"{name}.pt", progress=False)
         for name, spec in specs.items()
     }
+
+
+def run_tiny_notebook(
+    models: dict[str, Path], tmp_path: Path, path: str, parameters: dict | None = None
+) -> Path:
+    """Run one notebook through the batch runner on :func:`tiny_fmnist_models` (MRL, MRL-E,
+    FF-512); assert it succeeded and return the folder of its figures."""
+    from mrl_analysis.app.runner import run_batch
+
+    batch = {
+        "name": "tiny",
+        "root": str(ROOT),
+        "runs_dir": str(tmp_path / "runs"),
+        "figures_dir": str(tmp_path / "figures"),
+        "defaults": {
+            "models": {
+                "MRL": str(models["mrl"]),
+                "MRL-E": str(models["mrl-e"]),
+                "FF-512": str(models["ff-512"]),
+            },
+            "cache_root": str(tmp_path / "cache"),
+        },
+        "notebooks": [{"name": "nb", "path": path, "parameters": parameters or {}}],
+    }
+    summary = run_batch(batch, progress=False)
+    assert list(summary["status"]) == ["ok"], summary["error"].tolist()
+    return tmp_path / "figures" / "tiny" / "nb"

@@ -23,17 +23,13 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.random_projection import GaussianRandomProjection
 
 from mrl_analysis.accuracy.metrics import BASELINE_NAMES, knn_accuracy, method_label
+from mrl_analysis.core.checks import check_features, check_int, check_sizes
 
 BASELINE_METHODS: tuple[str, ...] = tuple(BASELINE_NAMES)
 
 
 def _check_pair(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    train, test = np.asarray(train), np.asarray(test)
-    if train.ndim != 2 or test.ndim != 2:
-        raise ValueError(
-            f"train and test must be 2-D feature arrays [N, d], got shapes {train.shape} "
-            f"and {test.shape}"
-        )
+    train, test = check_features(train, "train"), check_features(test, "test")
     if train.shape[1] != test.shape[1]:
         raise ValueError(
             f"train has d = {train.shape[1]} but test has d = {test.shape[1]}; use features "
@@ -54,11 +50,9 @@ def reduce(
     """
     train, test = _check_pair(train, test)
     n, d = train.shape
-    m = int(m)
     if method not in BASELINE_METHODS:
         raise ValueError(f"unknown reduction {method!r}: use one of {BASELINE_METHODS}")
-    if not 1 <= m <= d:
-        raise ValueError(f"m must lie in 1..{d} (the feature dimension), got {m}")
+    m = check_int(m, "m", low=1, high=d)
     if method == "first-m":
         return (
             np.ascontiguousarray(train[:, :m], dtype=np.float32),
@@ -93,7 +87,7 @@ def baseline_knn_accuracy(
     normalize: bool = True,
     batch_size: int = 8192,
 ) -> pd.DataFrame:
-    """k-NN accuracy (%) of each post-hoc reduction of an FF model's features, per size.
+    """k-NN accuracy of each post-hoc reduction of an FF model's features, per size.
 
     Pass the largest FF model's train/test features. Each method is fit once at
     ``max(sizes)`` and truncated to every smaller m (the reductions are nested, see the
@@ -104,9 +98,8 @@ def baseline_knn_accuracy(
     unknown = [name for name in methods if name not in BASELINE_METHODS]
     if unknown or not methods:
         raise ValueError(f"methods {list(methods)} must be drawn from {BASELINE_METHODS}")
-    sizes = sorted({int(m) for m in sizes})
-    if not sizes:
-        raise ValueError("sizes is empty: give at least one representation size")
+    train, test = _check_pair(train, test)
+    sizes = check_sizes(sizes, train.shape[1])
     tables = []
     for method in methods:
         train_m, test_m = reduce(train, test, sizes[-1], method, seed)

@@ -1,8 +1,10 @@
 """The per-dimension accuracy study (paper Figures 2-3, 5): tables from caches.
 
-Combines the array-level functions of :mod:`mrl_analysis.accuracy.metrics` and
-:mod:`mrl_analysis.accuracy.baselines` over a set of named models' caches, so that notebook 01
-stays a narration of two calls.
+The only module of the theme that reads caches: it combines the array-level functions of
+:mod:`mrl_analysis.accuracy.metrics` and :mod:`mrl_analysis.accuracy.baselines` over a set
+of named models' caches, so that notebook 01 stays a narration of a few calls. Accuracies
+are fractions; :func:`mrl_analysis.accuracy.headlines.size_headlines` states the notebook's
+numbers.
 """
 
 from __future__ import annotations
@@ -96,29 +98,3 @@ def knn_table(
             )
         )
     return pd.concat(tables, ignore_index=True)
-
-
-def smallest_size_within(table: pd.DataFrame, tolerance: float = 1.0) -> pd.DataFrame:
-    """Per (label, metric): the smallest size within ``tolerance`` points of the best size.
-
-    Returns columns ``label, metric, best_dim, best_value, smallest_dim, smallest_value,
-    reduction`` (how many times smaller the smallest adequate size is), the computed
-    version of the paper's "as accurate at k× smaller size" statements.
-    """
-    rows = []
-    for (label, metric), group in table.groupby(["label", "metric"], sort=False):
-        group = group.sort_values("truncate_dim")
-        best = group.loc[group["value"].idxmax()]
-        ok = group[group["value"] >= best["value"] - tolerance].iloc[0]
-        rows.append(
-            {
-                "label": label,
-                "metric": metric,
-                "best_dim": int(best["truncate_dim"]),
-                "best_value": float(best["value"]),
-                "smallest_dim": int(ok["truncate_dim"]),
-                "smallest_value": float(ok["value"]),
-                "reduction": float(best["truncate_dim"]) / float(ok["truncate_dim"]),
-            }
-        )
-    return pd.DataFrame(rows)

@@ -85,20 +85,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mrl_analysis.app import demo
 
     t0 = time.perf_counter()
-    if args.dataset == demo.TINY_DATASET:
-        return demo.run_tiny_imagenet(
-            args.data_root or demo.TINY_DATA_ROOT,
-            epochs=args.epochs or demo.TINY_EPOCHS,
-            only=args.only,
-            started=t0,
-            force=args.force,
-        )
+    common = {"epochs": args.epochs, "only": args.only, "started": t0, "force": args.force}
+    if args.dataset == "tiny-imagenet":
+        return demo.run_tiny_imagenet(args.data_root, **common)
     if args.data_root is not None:
         raise ValueError(
-            f"--data-root is for --dataset {demo.TINY_DATASET}; the {demo.DATASET} demo finds "
+            "--data-root is for --dataset tiny-imagenet; the fashion-mnist demo finds "
             "its data itself (or set MRL_DATA_DIR)"
         )
-    return demo.run_demo(epochs=args.epochs or 2, only=args.only, started=t0, force=args.force)
+    return demo.run_demo(**common)
 
 
 _FORCE_HELP = "run every notebook, also those whose inputs are unchanged since their last run"
@@ -153,33 +148,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("run", help="run notebooks headless (papermill) from a batch file")
-    p.add_argument("batch", nargs="?", help="batch YAML (default: the demo batch)")
+    p.add_argument(
+        "batch", nargs="?", help="batch YAML or study spec (default: the demo study's batch)"
+    )
     p.add_argument("--only", nargs="*", help="only these entries of the batch")
     p.add_argument("--runs-dir", dest="runs_dir")
     p.add_argument("--figures-dir", dest="figures_dir")
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("demo", help="train the default models, embed, run the default batch")
+    p = sub.add_parser("demo", help="train a study's models, embed, run its notebooks")
     p.add_argument(
         "--dataset",
         choices=["fashion-mnist", "tiny-imagenet"],
         default="fashion-mnist",
-        help="fashion-mnist (default: `make demo`) or tiny-imagenet (`make demo-tiny`: "
-        "notebooks 01, 02, 04, 05 with the batch mrl_analysis/app/studies/tiny-imagenet.yaml)",
+        help="fashion-mnist (default: `make demo`, the study mrl_analysis/app/studies/demo.yaml) "
+        "or tiny-imagenet (`make demo-tiny`: notebooks 01, 02, 04, 05 of the study "
+        "mrl_analysis/app/studies/tiny-imagenet.yaml)",
     )
     p.add_argument(
         "--data-root",
         dest="data_root",
-        help="tiny-imagenet only: the tiny-imagenet-200 folder "
-        "(default: ../shared/data/tiny-imagenet-200, relative to the repository root)",
+        help="tiny-imagenet only: the tiny-imagenet-200 folder (default: the study's, "
+        "../shared/data/tiny-imagenet-200 relative to the repository root)",
     )
     p.add_argument(
         "--epochs",
         type=int,
-        help="training epochs (default: 2 on fashion-mnist, 1 on tiny-imagenet)",
+        help="training epochs (default: the study's: 2 on fashion-mnist, 1 on tiny-imagenet)",
     )
-    p.add_argument("--only", nargs="*", help="only these demo models")
+    p.add_argument(
+        "--only", nargs="*", help="only these demo models (checkpoint stems or display names)"
+    )
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
     p.set_defaults(func=_cmd_demo)
     return parser

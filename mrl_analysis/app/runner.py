@@ -1,36 +1,8 @@
-"""Headless batch runs of the analysis notebooks with papermill.
+"""Headless runs of a batch's notebooks with papermill: outputs, summary, reuse, kernel.
 
-A batch file (YAML) lists notebooks × parameter sets::
-
-    name: demo                      # batch name (default: the file's stem)
-    root: ..                        # optional; see "Paths" below
-    figure_formats: [html, png]     # optional; passed to the kernel as MRL_FIGURE_FORMATS
-    runs_dir: runs                  # optional; executed notebooks go to <runs_dir>/<batch>/
-    figures_dir: figures            # optional; figures go to <figures_dir>/<batch>/<name>/
-    defaults:                       # parameters shared by all entries
-      dataset: fashion-mnist
-    notebooks:
-      - name: accuracy-mrl          # unique within the batch; default: the notebook's stem
-        path: notebooks/01_per_dimension_accuracy.ipynb
-        parameters: {model: data/checkpoints/fashion-mnist/mrl.pt}
-      - name: accuracy-ff           # the same notebook again, with other parameters
-        path: notebooks/01_per_dimension_accuracy.ipynb
-        parameters: {model: data/checkpoints/fashion-mnist/ff.pt}
-      - notebooks/02_other.ipynb    # shorthand: a bare path, no own parameters
-
-Parameters are checked against each notebook's cell tagged ``parameters`` (read with
-``papermill.inspect_notebook``) before anything runs: an entry's own parameters must all be
-declared by its notebook; a default goes only to the notebooks that declare it and must be
-declared by at least one. ``output_dir`` belongs to the runner: it is set to the entry's
-figure folder in every notebook that declares it.
-
-Paths: relative notebook paths, ``runs_dir`` and ``figures_dir`` resolve against the batch's
-root, and notebooks run with the root as working directory so that their relative data paths
-work. The root is ``root:`` when given (relative to the batch file's folder, or to the
-current directory for a batch given as a dict); otherwise, for a batch file, the nearest
-folder at or above it holding a ``pyproject.toml`` (the project the file belongs to); and
-otherwise — the packaged default batch, a dict, a file outside any project — the current
-directory.
+The batch (which notebooks, which parameters) is parsed and checked by
+:mod:`mrl_analysis.app.batch`; this module runs it. Nothing runs before every entry's
+parameters check out; a failing notebook does not stop the others.
 
 Each entry's figure folder ``<figures_dir>/<batch>/<name>/`` is emptied before it runs and
 reaches the kernel as ``$MRL_FIGURES_DIR`` (``mrl_analysis.figures.save.figure_dir()`` reads it).
@@ -59,7 +31,6 @@ this interpreter is installed into ``sys.prefix`` once and used instead.
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 import itertools
 import json
@@ -70,18 +41,23 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
-import yaml
 
-from mrl_analysis.figures.save import STATIC_FORMATS
+from mrl_analysis.app.batch import (
+    FIGURE_FORMATS,
+    Batch,
+    BatchEntry,
+    check_batch,
+    did_you_mean,
+    load_batch,
+    notebook_parameters,
+)
 
-DEFAULT_BATCH = Path(__file__).parent / "studies" / "demo.yaml"
 KERNEL_NAME = "mrl-analysis"
-FIGURE_FORMATS = ("html", *STATIC_FORMATS)
 SUMMARY_COLUMNS = [
     "name",
     "notebook",
@@ -98,231 +74,7 @@ SUMMARY_COLUMNS = [
 #: notebook then always runs): walking, say, a whole dataset tree would cost more than it saves.
 MAX_FINGERPRINT_FILES = 10_000
 
-_BATCH_KEYS = ("name", "root", "figure_formats", "runs_dir", "figures_dir", "defaults", "notebooks")
-_ENTRY_KEYS = ("name", "path", "parameters")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-@dataclass(frozen=True)
-class BatchEntry:
-    """One notebook run: ``parameters`` are the entry's own (defaults not merged in)."""
-
-    name: str
-    notebook: Path
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """A parsed batch; every path is absolute."""
-
-    name: str
-    root: Path
-    entries: list[BatchEntry]
-    runs_dir: Path
-    figures_dir: Path
-    defaults: dict[str, Any] = field(default_factory=dict)
-    figure_formats: tuple[str, ...] | None = None
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-
-
-def _check_keys(found: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in found:
-        if key not in allowed:
-            raise ValueError(
-                f"{where}: unknown key {key!r}{_did_you_mean(str(key), list(allowed))}; "
-                f"allowed keys: {', '.join(allowed)}"
-            )
-
-
-def _check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
-        raise ValueError(
-            f"{where}: name {name!r} must be a plain file name (letters, digits, '_', '-', '.'), "
-            "since it names the output folder and notebook"
-        )
-    return name
-
-
-def _project_root(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return None
-
-
-def load_batch(batch: str | os.PathLike | Mapping[str, Any] | None = None) -> Batch:
-    """Parse a batch file (or an already-loaded dict; ``None``: the packaged demo batch).
-
-    Checks the batch's shape (keys, names, formats, notebook files); the notebooks'
-    parameters are checked by :func:`check_batch`.
-    """
-    if batch is None:
-        spec, where, base, root = _read_yaml(DEFAULT_BATCH), str(DEFAULT_BATCH), Path.cwd(), None
-        default_name = "demo"
-    elif isinstance(batch, Mapping):
-        spec, where, base, root, default_name = dict(batch), "batch", Path.cwd(), None, None
-    else:
-        path = Path(batch).expanduser().absolute()
-        if not path.is_file():
-            raise FileNotFoundError(f"batch file not found: {path}")
-        spec, where, base = _read_yaml(path), str(path), path.parent
-        root, default_name = _project_root(path.parent), path.stem
-
-    _check_keys(spec, _BATCH_KEYS, where)
-    name = _check_name(spec.get("name", default_name), f"{where}: batch")
-    if spec.get("root") is not None:
-        root = (base / Path(spec["root"]).expanduser()).absolute()
-    root = root or Path.cwd().absolute()
-    if not root.is_dir():
-        raise FileNotFoundError(f"{where}: batch root {root} is not a folder")
-
-    formats = spec.get("figure_formats")
-    if formats is not None:
-        if isinstance(formats, str):
-            formats = [formats]
-        formats = tuple(str(f).lower() for f in formats)
-        for fmt in formats:
-            if fmt not in FIGURE_FORMATS:
-                raise ValueError(
-                    f"{where}: unknown figure format {fmt!r}; "
-                    f"use some of {', '.join(FIGURE_FORMATS)}"
-                )
-
-    defaults = spec.get("defaults") or {}
-    if not isinstance(defaults, Mapping):
-        raise ValueError(f"{where}: 'defaults' must be a mapping of parameter names to values")
-
-    raw_entries = spec.get("notebooks")
-    if not raw_entries or not isinstance(raw_entries, list):
-        raise ValueError(
-            f"{where}: 'notebooks' must be a non-empty list of {{name, path, parameters}}"
-        )
-    entries: list[BatchEntry] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_entries):
-        at = f"{where}: notebooks[{i}]"
-        if isinstance(raw, str):
-            raw = {"path": raw}
-        if not isinstance(raw, Mapping) or "path" not in raw:
-            raise ValueError(f"{at}: give a notebook path, or a mapping with at least 'path'")
-        _check_keys(raw, _ENTRY_KEYS, at)
-        nb_path = Path(raw["path"]).expanduser()
-        nb_path = nb_path if nb_path.is_absolute() else root / nb_path
-        if not nb_path.is_file():
-            raise FileNotFoundError(
-                f"{at}: notebook not found: {nb_path} (relative notebook paths resolve against "
-                f"the batch root {root}; run from the repository root or set 'root:' in the batch)"
-            )
-        entry_name = _check_name(raw.get("name", nb_path.stem), at)
-        if entry_name in seen:
-            raise ValueError(
-                f"{at}: duplicate name {entry_name!r}; "
-                "give each run of the same notebook its own name"
-            )
-        seen.add(entry_name)
-        params = raw.get("parameters") or {}
-        if not isinstance(params, Mapping):
-            raise ValueError(f"{at}: 'parameters' must be a mapping of parameter names to values")
-        entries.append(BatchEntry(entry_name, nb_path, dict(params)))
-
-    return Batch(
-        name=name,
-        root=root,
-        entries=entries,
-        defaults=dict(defaults),
-        figure_formats=formats,
-        runs_dir=root / spec.get("runs_dir", "runs"),
-        figures_dir=root / spec.get("figures_dir", "figures"),
-    )
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    with open(path) as f:
-        spec = yaml.safe_load(f)
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: a batch file must be a YAML mapping with a 'notebooks' list")
-    return spec
-
-
-def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The parameters a notebook declares in its cell tagged ``parameters``.
-
-    Maps name → ``{name, inferred_type_name, default, help}`` (papermill's inspection).
-    """
-    import nbformat
-    import papermill
-
-    nb = nbformat.read(str(path), as_version=4)
-    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
-        raise ValueError(f"notebook {path} has no cell tagged 'parameters'")
-    try:
-        return papermill.inspect_notebook(str(path))
-    except ValueError as err:
-        raise ValueError(
-            f"cannot read the parameters of {path}: {err} (save it from Jupyter with a Python "
-            "kernel so its metadata names the language)"
-        ) from err
-
-
-def check_batch(batch: Batch) -> dict[str, dict[str, Any]]:
-    """Validate every entry's parameters; return entry name → the parameters it will get.
-
-    Raises one ``ValueError`` listing every problem, naming the notebooks' real parameters.
-    """
-    problems: list[str] = []
-    declared: dict[str, dict[str, Any]] = {}
-    for entry in batch.entries:
-        try:
-            declared[entry.name] = notebook_parameters(entry.notebook)
-        except ValueError as err:
-            problems.append(f"{entry.name}: {err}")
-
-    for key in batch.defaults:
-        if key == "output_dir":
-            problems.append(
-                "defaults: 'output_dir' is set by the runner (to <figures_dir>/<batch>/<name>); "
-                "set 'figures_dir' in the batch instead"
-            )
-        elif declared and not any(key in params for params in declared.values()):
-            every = sorted({p for params in declared.values() for p in params})
-            problems.append(
-                f"defaults: {key!r} is not a parameter of any notebook in the batch"
-                f"{_did_you_mean(key, every)}; their parameters are: {', '.join(every) or 'none'}"
-            )
-
-    resolved: dict[str, dict[str, Any]] = {}
-    for entry in batch.entries:
-        if entry.name not in declared:
-            continue
-        params = declared[entry.name]
-        real = ", ".join(params) or "none"
-        for key in entry.parameters:
-            if key == "output_dir":
-                problems.append(
-                    f"{entry.name} ({entry.notebook.name}): 'output_dir' is set by the runner; "
-                    "set 'figures_dir' in the batch instead"
-                )
-            elif key not in params:
-                problems.append(
-                    f"{entry.name} ({entry.notebook.name}): unknown parameter {key!r}"
-                    f"{_did_you_mean(key, list(params))}; the notebook's parameters are: {real}"
-                )
-        merged = {k: v for k, v in batch.defaults.items() if k in params}
-        merged.update(entry.parameters)
-        if "output_dir" in params:
-            merged["output_dir"] = str(batch.figures_dir / batch.name / entry.name)
-        resolved[entry.name] = merged
-
-    if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise ValueError(f"batch {batch.name!r}: nothing was run, fix these first:\n{listed}")
-    return resolved
 
 
 def _runs_this_interpreter(argv: list[str]) -> bool:
@@ -346,7 +98,7 @@ def resolve_kernel(kernel_name: str | None = None) -> str:
         except NoSuchKernel:
             available = sorted(ksm.find_kernel_specs())
             raise ValueError(
-                f"no Jupyter kernel named {kernel_name!r}{_did_you_mean(kernel_name, available)}; "
+                f"no Jupyter kernel named {kernel_name!r}{did_you_mean(kernel_name, available)}; "
                 f"available: {', '.join(available) or 'none'} (`jupyter kernelspec list`)"
             ) from None
         return kernel_name
@@ -605,7 +357,8 @@ def run_batch(
 ) -> pd.DataFrame:
     """Run a batch's notebooks headless; return the summary, one row per notebook run.
 
-    ``batch``: a YAML file, a dict of the same shape, or ``None`` for the packaged demo batch.
+    ``batch``: a batch file or study spec (:mod:`mrl_analysis.app.batch`), a dict of a batch
+    file's shape, or ``None`` for the demo study's batch.
     ``only``: entry names to run (the whole batch is still validated). ``runs_dir`` /
     ``figures_dir`` override the batch's (relative ones resolve against the batch root).
     Everything is validated before the first notebook starts; a failing notebook does not
@@ -632,7 +385,7 @@ def run_batch(
             if wanted not in names:
                 raise ValueError(
                     f"batch {spec.name!r} has no notebook named {wanted!r}"
-                    f"{_did_you_mean(wanted, names)}; its names are: {', '.join(names)}"
+                    f"{did_you_mean(wanted, names)}; its names are: {', '.join(names)}"
                 )
         entries = [e for e in spec.entries if e.name in set(only)]
     kernel = resolve_kernel(kernel_name)

@@ -1,5 +1,9 @@
-"""Building a cache: run a model once over a dataset split (see :mod:`mrl_analysis.cache.store`
-for the layout on disk, reuse, staleness and crash safety)."""
+"""Building a cache: run a model once over a dataset split and keep its outputs on disk.
+
+:func:`embed_dataset` extracts features and logits chunk by chunk (resumable), assembles
+the final arrays and installs them atomically; see :mod:`mrl_analysis.cache.store` for the
+layout on disk, reuse, staleness and crash safety.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +31,8 @@ from mrl_analysis.cache.store import (
     FORMAT,
     MANIFEST,
     CacheCorruptedError,
+    ClassNamesMismatchWarning,
+    FeaturesDtype,
     cache_provenance,
     check_replaceable,
     checkpoint_hash,
@@ -39,15 +45,15 @@ from mrl_analysis.cache.store import (
     locked,
     remove_leftovers,
     sibling,
-    versions,
     write_array,
     write_manifest,
 )
+from mrl_analysis.core.checks import check_int
+from mrl_analysis.core.versions import library_versions
 
 logger = logging.getLogger(__name__)
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-FeaturesDtype = Literal["float16", "float32"]
 
 
 # --------------------------------------------------------------------- extraction
@@ -275,6 +281,7 @@ def embed_dataset(
     device: str | torch.device | None = None,
     progress: bool = True,
     features_dtype: FeaturesDtype = "float16",
+    logit_classes: Sequence[int] | None = None,
 ) -> EmbeddingCache:
     """Run ``model`` once over ``bundle.dataset`` and cache features and logits on disk.
 
@@ -292,6 +299,12 @@ def embed_dataset(
     ``"float32"`` stores features exactly (``"float16"`` falls back to it by itself when
     a value is out of float16's range). Processes asking for the same ``cache_dir`` at once
     wait for the first one and then reuse its result.
+
+    ``logit_classes`` declares a model trained on a subset of the bundle's classes: the
+    bundle label each logit column stands for (one per model output). The manifest records
+    it as ``logit_classes``; without it, a bundle naming another number of classes than the
+    model has outputs gets a :class:`ClassNamesMismatchWarning`. Both come from the
+    checkpoint and the bundle, which the cache key covers, so it does not affect staleness.
     """
     for what, value in {"batch_size": batch_size, "chunk_size": chunk_size}.items():
         if not isinstance(value, int) or value < 1:
@@ -303,6 +316,10 @@ def embed_dataset(
     n = len(bundle.dataset)
     if n == 0:
         raise ValueError("bundle.dataset is empty: nothing to embed")
+    if logit_classes is not None:
+        logit_classes = [check_int(c, "logit_classes entry", low=0) for c in logit_classes]
+        if len(set(logit_classes)) != len(logit_classes):
+            raise ValueError(f"logit_classes must be distinct labels, got {logit_classes}")
     sample_ids = getattr(bundle, "sample_ids", None)
     sample_ids = [f"index/{i}" for i in range(n)] if sample_ids is None else list(sample_ids)
     if len(sample_ids) != n:
@@ -366,6 +383,7 @@ def embed_dataset(
                 model_id=model_id,
                 hash_source=hash_source,
                 precision=precision,
+                logit_classes=logit_classes,
                 build={
                     "batch_size": batch_size,
                     "chunk_size": chunk_size,
@@ -397,6 +415,7 @@ def _manifest(
     model_id: str | None,
     hash_source: str,
     precision: dict[str, Any],
+    logit_classes: list[int] | None,
     build: dict[str, Any],
 ) -> dict[str, Any]:
     arrays = {path.stem: describe(path) for path in sorted(tmp.glob("*.npy"))}
@@ -405,10 +424,17 @@ def _manifest(
     class_names = [str(c) for c in names] if names else [str(i) for i in range(num_classes)]
     ids = getattr(bundle, "class_ids", None)
     class_ids = [str(c) for c in ids] if ids else class_names
-    if len(class_names) != num_classes:
+    if logit_classes is not None:
+        if len(logit_classes) != num_classes or max(logit_classes) >= len(class_names):
+            raise ValueError(
+                f"logit_classes {logit_classes} must give one label of the bundle's "
+                f"{len(class_names)} classes to each of the model's {num_classes} outputs"
+            )
+    elif len(class_names) != num_classes:
         warnings.warn(
             f"the bundle names {len(class_names)} classes but the model has {num_classes} "
             "outputs: cache.class_names will not index the logits",
+            ClassNamesMismatchWarning,
             stacklevel=3,
         )
     hierarchy = getattr(bundle, "hierarchy", None)
@@ -442,10 +468,11 @@ def _manifest(
         },
         "class_names": class_names,
         "class_ids": class_ids,
+        **({"logit_classes": logit_classes} if logit_classes is not None else {}),
         "hierarchy": None if hierarchy is None else {str(k): v for k, v in hierarchy.items()},
         "precision": precision,
         "build": build,
-        "versions": versions(),
+        "versions": library_versions(),
         "arrays": arrays,
     }
 

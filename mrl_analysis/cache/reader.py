@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from mrl_analysis.cache.store import FORMAT, MANIFEST, CacheCorruptedError, sha256_file
+from mrl_analysis.core.checks import check_int
+from mrl_analysis.core.numeric import predictions, softmax
 
 
 def _fix_hint(path: Path) -> str:
@@ -91,7 +93,8 @@ def open_cache(path: str | os.PathLike) -> EmbeddingCache:
 
 
 class EmbeddingCache:
-    """A model's outputs over one dataset split, memory-mapped from disk (see module doc).
+    """A model's outputs over one dataset split, memory-mapped from disk (layout:
+    :mod:`mrl_analysis.cache.store`).
 
     Arrays returned without a copy (``labels``, ``logits()``) are read-only views of the
     files; ``features()``, ``probabilities()``, ``predictions()`` and ``logits_at()``
@@ -156,10 +159,7 @@ class EmbeddingCache:
     def _check_dim(self, truncate_dim: int | None) -> int:
         if truncate_dim is None:
             return self.feature_dim
-        m = int(truncate_dim)
-        if not 1 <= m <= self.feature_dim:
-            raise ValueError(f"truncate_dim must be in 1..{self.feature_dim}, got {truncate_dim}")
-        return m
+        return check_int(truncate_dim, "truncate_dim", low=1, high=self.feature_dim)
 
     def features(self, truncate_dim: int | None = None, normalize: bool = False) -> np.ndarray:
         """The first ``truncate_dim`` features (all by default), float32 ``[N, m]``.
@@ -182,21 +182,17 @@ class EmbeddingCache:
         logits = self.logits()
         out = np.empty(logits.shape, dtype=np.float32)
         for g in range(logits.shape[0]):  # one size at a time bounds the temporaries
-            shifted = logits[g] - logits[g].max(axis=1, keepdims=True)
-            np.exp(shifted, out=shifted)
-            out[g] = shifted / shifted.sum(axis=1, keepdims=True)
+            out[g] = softmax(logits[g])
         return out
 
     def probabilities_at(self, truncate_dim: int) -> np.ndarray:
         """Softmax of :meth:`logits_at` over classes, float32 ``[N, C]``: one size only, so
         a large eval set never needs the full ``[G, N, C]`` array."""
-        logits = self.logits_at(truncate_dim).astype(np.float32, copy=False)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return softmax(self.logits_at(truncate_dim))
 
     def predictions(self) -> np.ndarray:
         """Predicted class per nesting size and sample, int64 ``[G, N]``."""
-        return np.argmax(self.logits(), axis=2).astype(np.int64, copy=False)
+        return predictions(self.logits())
 
     def head(self) -> tuple[np.ndarray, np.ndarray]:
         """MRL-E's shared classifier: weight ``[C, d]`` and bias ``[C]``, float32."""

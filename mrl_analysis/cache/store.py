@@ -1,4 +1,9 @@
-"""Embedding cache: run a model once over a dataset split and keep its outputs on disk.
+"""The embedding cache on disk: its layout, provenance key, checksums, locks and atomic install.
+
+An embedding cache keeps a model's outputs over one dataset split, so that every analysis
+reads them instead of running the model again. :mod:`~mrl_analysis.cache.build` writes
+caches (``embed_dataset``), :mod:`~mrl_analysis.cache.reader` reads them (``open_cache``,
+``EmbeddingCache``); this module holds what both agree on.
 
 A cache is a directory of memory-mappable ``.npy`` arrays plus ``manifest.json``::
 
@@ -13,8 +18,9 @@ A cache is a directory of memory-mappable ``.npy`` arrays plus ``manifest.json``
 Precision. Features are stored as float16 when every value fits float16's range (else
 float32, recorded in the manifest): pooled features are O(1), and float16's relative
 rounding error of 2**-11 changes neither 1-NN neighbours nor head argmaxes in practice
-(``tests/test_cache.py`` checks both); it halves the disk and page-cache footprint of the
-largest array. The manifest records the largest absolute rounding error actually made.
+(``tests/cache/test_cache_reader.py`` checks both); it halves the disk and page-cache
+footprint of the largest array. The manifest records the largest absolute rounding error
+actually made.
 Logits stay float32: near-ties between classes are common enough that float16 would flip
 some predictions, and the oracle / cascade analyses compare predictions exactly.
 
@@ -49,12 +55,10 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,8 +70,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "mrl-analysis-cache/1"
 MANIFEST = "manifest.json"
+#: How features are stored; ``"float16"`` falls back to float32 when a value is out of range.
 FeaturesDtype = Literal["float16", "float32"]
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
 _HASH_BLOCK = 16 << 20
 # Every file a finished cache may hold; anything else in a directory means it is not ours.
 _CACHE_FILES = frozenset(
@@ -85,6 +89,15 @@ _CACHE_FILES = frozenset(
 
 class CacheCorruptedError(ValueError):
     """A cache file is missing, truncated or does not match its manifest checksum."""
+
+
+class ClassNamesMismatchWarning(UserWarning):
+    """The bundle names another number of classes than the model has outputs.
+
+    A model trained on a class subset and embedded on the full split is not a mismatch:
+    declare its outputs' classes (``embed_dataset(..., logit_classes=...)``, as
+    ``build_subset_caches`` does) and nothing is warned.
+    """
 
 
 # --------------------------------------------------------------------------- paths
@@ -107,6 +120,7 @@ def cache_path(root: str | os.PathLike, model_name: str, dataset_name: str, spli
 
 
 def sibling(cache_dir: Path, suffix: str) -> Path:
+    """The hidden path ``.<name>.<suffix>`` next to ``cache_dir`` (locks, temporary dirs)."""
     return cache_dir.parent / f".{cache_dir.name}.{suffix}"
 
 
@@ -119,6 +133,7 @@ def transform_repr(transform: Any) -> str:
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file's contents, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(_HASH_BLOCK):
@@ -150,6 +165,7 @@ def checkpoint_hash(model: nn.Module) -> tuple[str, str]:
 
 
 def hash_json(value: Any) -> str:
+    """sha256 of ``value`` as canonical JSON (sorted keys): the cache key of a provenance."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -162,6 +178,7 @@ def _bundle_transform(bundle: Any) -> Any:
 def cache_provenance(
     model: nn.Module, bundle: Any, features_dtype: str, checkpoint_sha256: str
 ) -> dict[str, Any]:
+    """Everything a cache's content depends on; its :func:`hash_json` is the cache key."""
     fingerprint = getattr(bundle, "fingerprint", None)
     if not fingerprint:
         raise ValueError(
@@ -189,30 +206,16 @@ def cache_provenance(
 
 
 def class_subset(bundle: Any) -> np.ndarray | None:
+    """The bundle's ``class_subset_indices``, sorted and distinct, or None."""
     subset = getattr(bundle, "class_subset_indices", None)
     return None if subset is None else np.unique(np.asarray(subset, dtype=np.int64))
-
-
-def versions() -> dict[str, str | None]:
-    import torchvision
-
-    try:
-        ours: str | None = metadata.version("mrl-analysis")
-    except metadata.PackageNotFoundError:
-        ours = None
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "mrl_analysis": ours,
-    }
 
 
 # ------------------------------------------------------------------ files on disk
 
 
 def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (renames into it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -221,12 +224,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
+    """Flush a file's contents to disk."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 
 @contextmanager
 def locked(lock_path: Path, what: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` while building ``what``."""
     # Append mode: opening must never truncate a file another process holds locked.
     with open(lock_path, "ab") as fh:
         try:
@@ -277,6 +282,7 @@ def install(src: Path, dst: Path, *, atomic_swap: bool = True) -> None:
 
 
 def check_replaceable(cache_dir: Path) -> None:
+    """Refuse to replace ``cache_dir`` when it exists and is not an embedding cache."""
     if not cache_dir.exists():
         return
     if not cache_dir.is_dir():
@@ -300,6 +306,7 @@ def remove_leftovers(cache_dir: Path, keep: Path) -> None:
 
 
 def describe(path: Path) -> dict[str, Any]:
+    """The manifest entry of one ``.npy`` file: dtype, shape, size and sha256."""
     array = np.load(path, mmap_mode="r")
     return {
         "file": path.name,
@@ -311,12 +318,15 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def write_array(directory: Path, name: str, array: np.ndarray) -> Path:
+    """Save ``array`` as ``directory/<name>.npy``."""
     path = directory / f"{name}.npy"
     np.save(path, array)
     return path
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` into ``directory`` and flush it (written last: it marks a
+    finished cache)."""
     path = directory / MANIFEST
     with open(path, "w") as fh:
         json.dump(manifest, fh, indent=1, default=str)

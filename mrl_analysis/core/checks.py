@@ -212,3 +212,20 @@ def check_scores(
     if finite:
         check_finite(scores, name, allow_neg_inf=True)
     return scores, labels, sizes
+
+
+def check_choice(value: Any, choices: Sequence[str], name: str) -> str:
+    """``value`` if it is one of ``choices`` (a metric, a distribution...), else a ValueError."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}: use one of {tuple(choices)}")
+    return value
+
+
+def check_table(table: Any, columns: Iterable[str], source: str) -> Any:
+    """``table`` (a DataFrame) if it has ``columns`` and rows; ``source``: what makes one."""
+    missing = set(columns) - set(table.columns)
+    if missing:
+        raise ValueError(f"table lacks columns {sorted(missing)}; pass a table from {source}")
+    if table.empty:
+        raise ValueError(f"table is empty; pass a table from {source}")
+    return table

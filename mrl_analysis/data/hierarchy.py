@@ -43,6 +43,35 @@ def load_hierarchy(path: str | os.PathLike) -> dict[str, str]:
     return {str(k): v for k, v in data.items()}
 
 
+def hierarchy_by_id(
+    hierarchy: str | os.PathLike | Mapping[str, str],
+    class_ids: Sequence[str],
+    class_names: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """A user hierarchy keyed by class id: each class is looked up by its id, then its name.
+
+    ``hierarchy`` is a JSON file or a dict whose keys are class ids *or* class names;
+    classes it names neither way are left out of the result.
+    """
+    user = load_hierarchy(hierarchy) if isinstance(hierarchy, (str, os.PathLike)) else hierarchy
+    ids = [str(c) for c in class_ids]
+    names = [str(n) for n in class_names] if class_names is not None else ids
+    by_id = {c: user.get(c, user.get(n)) for c, n in zip(ids, names, strict=True)}
+    return {c: str(p) for c, p in by_id.items() if p is not None}
+
+
+def wordnet_hierarchy(
+    class_ids: Sequence[str], superclasses: Sequence[str]
+) -> dict[str, str] | None:
+    """The default hierarchy of WordNet-id classes: each class goes to the first of
+    ``superclasses`` it descends from, the rest to :data:`REJECT`; None when some class is
+    not a WordNet id."""
+    wn = wordnet.load_wordnet()
+    if not all(w in wn for w in class_ids):
+        return None
+    return wn.superclass_map(class_ids, superclasses=superclasses, reject=REJECT)
+
+
 @dataclass(frozen=True)
 class SuperclassMap:
     """Fine class index → superclass index.
@@ -172,8 +201,7 @@ def resolve_superclasses(
         )
     elif hierarchy is not None:
         user = load_hierarchy(hierarchy) if isinstance(hierarchy, (str, os.PathLike)) else hierarchy
-        by_id = {c: user.get(c, user.get(n)) for c, n in zip(ids, names, strict=True)}
-        tree = {c: str(p) for c, p in by_id.items() if p is not None}
+        tree = hierarchy_by_id(user, ids, names)
         if not tree:
             raise ValueError(
                 "the hierarchy names none of the classes by id or name; its keys look like "

@@ -1,397 +1,36 @@
-"""Interactive exploration of one model's eval set across truncation sizes (ipywidgets).
+"""The explorer's ipywidgets front end: a size slider over an :class:`ExplorerState`.
 
-:class:`ExplorerState` holds everything the widgets show, computed from an
-:class:`~mrl_analysis.cache.reader.EmbeddingCache` with vectorized numpy / faiss and memoized per
-size, so that it can be used, tested and benchmarked without a frontend:
-
-* per-size predictions ``[G, N]`` for the nesting sizes are computed once up front; for
-  MRL-E any other size ``m`` gets its logits from the cached features and shared head
-  the first time it is asked for (then memoized);
-* at a size: accuracy, superclass accuracy, a fine or superclass confusion matrix and
-  the disagreement list against the largest size (:mod:`mrl_analysis.interpret.disagreement`);
-* for one image: its top-5 classes, its nearest neighbours at that size (faiss, cosine
-  on the truncated features) and its Grad-CAM at that size (computed on demand, memoized
-  per (image, size); needs the model and the images).
-
-:class:`Explorer` wires it to widgets: a size slider (the nesting sizes; every size for
-MRL-E), a fine/superclass toggle, a sample picker and a "Grad-CAM" switch. Headless (the
-batch runner) widgets do not render, so :meth:`Explorer.snapshot_figures` draws the
-initial state as ordinary plotly figures for ``save_figure``.
+:class:`Explorer` wires the state to widgets: a size slider (the nesting sizes; every size
+for MRL-E), a fine/superclass toggle, a sample picker and a "Grad-CAM" switch. Its images
+are PNGs drawn with PIL (an update costs milliseconds and needs no JavaScript). Headless
+(the batch runner) widgets do not render, so :meth:`Explorer.snapshot_figures` draws the
+current state as ordinary figures (:mod:`mrl_analysis.explore.plots`) for ``save_figure``.
 """
 
 from __future__ import annotations
 
 import html
 import io
-import os
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
-import faiss
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import torch
-from PIL import Image
-from plotly.subplots import make_subplots
-from torch.utils.data import Dataset
+from PIL import Image, ImageDraw
 
-from mrl_analysis.data.hierarchy import SuperclassMap
-from mrl_analysis.interpret.disagreement import cache_superclass_map, find_disagreements
-from mrl_analysis.interpret.gradcam import image_to_rgb, overlay_cam, size_cams
-
-__all__ = [
-    "Explorer",
-    "ExplorerState",
-    "ExplorerView",
-    "confusion_figure",
-    "confusion_png",
-    "explore",
-    "load_inputs",
-    "sample_positions",
-]
-
-Level = Literal["fine", "superclass"]
-
-
-def load_inputs(
-    models: dict[str, str | os.PathLike],
-    model: str,
-    dataset: str,
-    split: str = "test",
-    *,
-    cache_root: str | os.PathLike = "data/cache",
-    data_root: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> tuple[Any, Any, Any]:
-    """``(model, bundle, cache)`` for the checkpoint named ``model`` in ``models``.
-
-    The cache lives where :func:`mrl_analysis.cache.experiment.build_caches` puts it and is
-    built (or refreshed, when stale) if needed.
-    """
-    from mrl_analysis.cache.experiment import build_caches
-    from mrl_analysis.data.datasets import get_dataset
-    from mrl_analysis.models.checkpoints import load_model
-
-    if model not in models:
-        raise ValueError(f"model {model!r} is not one of the named checkpoints {list(models)}")
-    caches = build_caches(
-        {model: models[model]},
-        dataset,
-        [split],
-        cache_root=cache_root,
-        data_root=data_root,
-        progress=progress,
-    )
-    bundle = get_dataset(dataset, split, root=data_root)
-    return load_model(models[model]), bundle, caches[model][split]
-
-
-def sample_positions(bundle: Any, sample_ids: Sequence[str]) -> np.ndarray:
-    """Positions in ``bundle.dataset`` of the samples ``sample_ids`` (e.g. a cache's)."""
-    positions = pd.Index(list(bundle.sample_ids)).get_indexer(pd.Index(list(sample_ids)))
-    if (positions < 0).any():
-        missing = np.asarray(sample_ids)[positions < 0][:3].tolist()
-        raise ValueError(
-            f"{int((positions < 0).sum())} samples (e.g. {missing}) are not in the dataset "
-            "given: load the split the cache was built from"
-        )
-    return positions.astype(np.int64)
-
-
-@dataclass
-class ExplorerView:
-    """What the explorer shows for one (size, sample, level)."""
-
-    size: int
-    sample: int
-    level: Level
-    accuracy: float
-    superclass_accuracy: float | None
-    confusion: np.ndarray  # [K, K], rows = true, columns = predicted
-    confusion_labels: list[str]
-    disagreements: pd.DataFrame
-    top: pd.DataFrame  # top-5 classes of the sample at this size
-    neighbours: pd.DataFrame  # nearest neighbours of the sample at this size
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-class ExplorerState:
-    """The explorer's numbers, vectorized and memoized (see the module docstring).
-
-    ``images``: a ``DatasetBundle`` (matched to the cache by ``sample_ids``) or any torch
-    ``Dataset`` in the cache's sample order; needed for thumbnails and Grad-CAM.
-    ``model``: needed for Grad-CAM. ``smap``: superclass map (default: the cache's
-    hierarchy). ``reference``: the size disagreements are measured against (default the
-    largest nesting size; at that size itself, the smallest).
-    """
-
-    def __init__(
-        self,
-        cache: Any,
-        *,
-        model: torch.nn.Module | None = None,
-        images: Any = None,
-        smap: SuperclassMap | None = None,
-        n_neighbours: int = 8,
-        n_disagreements: int = 10,
-        cam_method: str = "gradcam",
-        cam_target: str = "predicted",
-        reference: int | None = None,
-    ) -> None:
-        self.cache = cache
-        self.model = model
-        self.nesting = [int(m) for m in cache.nesting]
-        self.kind = cache.kind
-        self.sizes = list(range(1, cache.feature_dim + 1)) if self.kind == "mrl-e" else self.nesting
-        self.labels = np.asarray(cache.labels, dtype=np.int64)
-        self.n = len(self.labels)
-        self.class_names = list(cache.class_names)
-        self.smap = (
-            smap if smap is not None else cache_superclass_map(cache.hierarchy, cache.class_ids)
-        )
-        self.reference = self.nesting[-1] if reference is None else int(reference)
-        self.n_neighbours = int(n_neighbours)
-        self.n_disagreements = int(n_disagreements)
-        self.cam_method = cam_method
-        self.cam_target = cam_target
-        self.dataset, self.positions = self._match_images(images)
-        # The one pass over all nesting sizes; everything else is per size, on demand.
-        self.predictions = np.argmax(cache.logits(), axis=2)  # [G, N]
-        # float32 in memory once: every size is a view of it (a float16 cache would
-        # otherwise be converted again at each new size).
-        self.features = cache.features()
-        self._head = cache.head() if self.kind == "mrl-e" else None
-        self._prefix_sq: np.ndarray | None = None
-        self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._logits: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._predictions: dict[int, np.ndarray] = {}
-        self._cams: dict[tuple[int, int], np.ndarray] = {}
-        self._normalized = lru_cache(maxsize=4)(self._normalized_features)
-        self._disagreements = lru_cache(maxsize=32)(self._disagreement_table)
-
-    # ------------------------------------------------------------------ inputs
-
-    def _match_images(self, images: Any) -> tuple[Dataset | None, np.ndarray | None]:
-        if images is None:
-            return None, None
-        if hasattr(images, "dataset") and hasattr(images, "sample_ids"):
-            return images.dataset, sample_positions(images, self.cache.sample_ids)
-        if len(images) != self.n:
-            raise ValueError(
-                f"the dataset has {len(images)} samples and the cache {self.n}: pass the "
-                "DatasetBundle (matched by sample_ids) or a dataset in the cache's order"
-            )
-        return images, np.arange(self.n)
-
-    def check_size(self, size: int) -> int:
-        m = int(size)
-        if m not in self.sizes:
-            what = f"1..{self.sizes[-1]}" if self.kind == "mrl-e" else str(self.nesting)
-            raise ValueError(f"size {m} is not available for this {self.kind} cache: use {what}")
-        return m
-
-    def check_sample(self, sample: int) -> int:
-        i = int(sample)
-        if not 0 <= i < self.n:
-            raise ValueError(f"sample {i} is out of range: the cache has {self.n} samples")
-        return i
-
-    # ------------------------------------------------------------- per size
-
-    def logits(self, size: int) -> np.ndarray:
-        """Logits ``[N, C]`` at ``size`` (memoized; MRL-E sizes from features + head)."""
-        m = self.check_size(size)
-        if m in self._logits:
-            self._logits.move_to_end(m)
-            return self._logits[m]
-        if m in self.nesting:
-            out = np.asarray(self.cache.logits()[self.nesting.index(m)], dtype=np.float32)
-        else:
-            weight, bias = self._head
-            out = self.features[:, :m] @ weight[:, :m].T + bias
-        self._logits[m] = out
-        if len(self._logits) > 16:
-            self._logits.popitem(last=False)
-        return out
-
-    def predictions_at(self, size: int) -> np.ndarray:
-        """Predicted classes ``[N]`` at ``size``."""
-        m = self.check_size(size)
-        if m in self.nesting:
-            return self.predictions[self.nesting.index(m)]
-        if m not in self._predictions:
-            self._predictions[m] = self.logits(m).argmax(axis=1)
-        return self._predictions[m]
-
-    def accuracy(self, size: int) -> tuple[float, float | None]:
-        """``(accuracy, superclass accuracy)`` at ``size`` (the latter None without a map)."""
-        preds = self.predictions_at(size)
-        fine = float(np.mean(preds == self.labels))
-        if self.smap is None:
-            return fine, None
-        return fine, float(np.mean(self.smap.of(preds) == self.smap.of(self.labels)))
-
-    def confusion(self, size: int, level: Level = "fine") -> tuple[np.ndarray, list[str]]:
-        """Counts ``[K, K]`` (rows true, columns predicted) and the K class names."""
-        preds, labels = self.predictions_at(size), self.labels
-        if level == "superclass":
-            if self.smap is None:
-                raise ValueError("this cache has no class hierarchy: use level='fine'")
-            preds, labels, names = self.smap.of(preds), self.smap.of(labels), self.smap.names
-        elif level == "fine":
-            names = self.class_names
-        else:
-            raise ValueError(f"level must be 'fine' or 'superclass', not {level!r}")
-        k = len(names)
-        counts = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
-        return counts, list(names)
-
-    def disagreements(self, size: int) -> pd.DataFrame:
-        """The top cases where ``size`` and the reference size disagree (both directions)."""
-        return self._disagreements(self.check_size(size))
-
-    def _disagreement_table(self, m: int) -> pd.DataFrame:
-        other = self.reference if m != self.reference else self.nesting[0]
-        if other == m:  # a single-size (FF) model disagrees with nothing
-            return _empty_disagreements()
-        lo, hi = sorted((m, other))
-        return find_disagreements(
-            np.stack([self.logits(lo), self.logits(hi)]),
-            self.labels,
-            [lo, hi],
-            smap=self.smap,
-            class_names=self.class_names,
-            top=self.n_disagreements,
-        )
-
-    # ----------------------------------------------------------- per sample
-
-    def top_classes(self, sample: int, size: int, k: int = 5) -> pd.DataFrame:
-        """The ``k`` most probable classes of ``sample`` at ``size``."""
-        i = self.check_sample(sample)
-        probs = _softmax(self.logits(size)[i])
-        order = np.argsort(-probs, kind="stable")[:k]
-        return pd.DataFrame(
-            {
-                "rank": np.arange(1, len(order) + 1),
-                "class": order,
-                "name": [self.class_names[c] for c in order],
-                "probability": probs[order],
-                "is_label": order == self.labels[i],
-            }
-        )
-
-    def _normalized_features(self, m: int) -> np.ndarray:
-        if self._prefix_sq is None:  # squared norms of every prefix, once: [N, d]
-            self._prefix_sq = np.cumsum(np.square(self.features), axis=1, dtype=np.float32)
-        norms = np.sqrt(self._prefix_sq[:, m - 1])
-        return self.features[:, :m] * (1 / np.maximum(norms, np.finfo(np.float32).tiny))[:, None]
-
-    def neighbours(self, sample: int, size: int) -> pd.DataFrame:
-        """Nearest neighbours of ``sample`` among the eval set at ``size`` (faiss, cosine)."""
-        i, m = self.check_sample(sample), self.check_size(size)
-        base = self._normalized(m)
-        k = min(self.n_neighbours + 1, self.n)
-        # One query gains nothing from OpenMP, whose thread wake-ups cost ~30 ms on a busy box.
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            sims, idx = faiss.knn(base[i : i + 1], base, k, metric=faiss.METRIC_INNER_PRODUCT)
-        finally:
-            faiss.omp_set_num_threads(threads)
-        keep = idx[0] != i
-        idx, sims = idx[0][keep][: self.n_neighbours], sims[0][keep][: self.n_neighbours]
-        preds = self.predictions_at(m)[idx]
-        return pd.DataFrame(
-            {
-                "neighbour": idx,
-                "similarity": sims,
-                "label": self.labels[idx],
-                "label_name": [self.class_names[c] for c in self.labels[idx]],
-                "same_label": self.labels[idx] == self.labels[i],
-                "predicted": preds,
-            }
-        )
-
-    def image(self, sample: int) -> torch.Tensor:
-        """The model-ready image tensor ``[C, H, W]`` of ``sample``."""
-        if self.dataset is None:
-            raise ValueError("no images: pass images= (the DatasetBundle of the cached split)")
-        return self.dataset[int(self.positions[self.check_sample(sample)])][0]
-
-    def thumbnail(self, sample: int, pixels: int) -> bytes:
-        """PNG of ``sample``'s image at least ``pixels`` wide (memoized)."""
-        key = (self.check_sample(sample), int(pixels))
-        if key not in self._thumbnails:
-            rgb = (image_to_rgb(self.image(key[0])) * 255).round().astype(np.uint8)
-            self._thumbnails[key] = _png(rgb, key[1])
-            if len(self._thumbnails) > 4096:
-                self._thumbnails.popitem(last=False)
-        return self._thumbnails[key]
-
-    def cam(self, sample: int, size: int) -> np.ndarray:
-        """Grad-CAM ``[H, W]`` of ``sample`` at ``size`` (memoized per (sample, size))."""
-        i, m = self.check_sample(sample), self.check_size(size)
-        if (i, m) not in self._cams:
-            if self.model is None:
-                raise ValueError("Grad-CAM needs the model: pass model= (load_model(...))")
-            result = size_cams(
-                self.model,
-                self.image(i)[None],
-                [m],
-                labels=self.labels[i : i + 1],
-                target=self.cam_target,
-                method=self.cam_method,
-            )
-            self._cams[(i, m)] = result.cams[0, 0]
-        return self._cams[(i, m)]
-
-    # ------------------------------------------------------------------ all
-
-    def view(self, size: int, sample: int, level: Level = "fine") -> ExplorerView:
-        """Everything but the CAM and thumbnails for one (size, sample, level)."""
-        m, i = self.check_size(size), self.check_sample(sample)
-        accuracy, super_accuracy = self.accuracy(m)
-        counts, names = self.confusion(m, level)
-        return ExplorerView(
-            size=m,
-            sample=i,
-            level=level,
-            accuracy=accuracy,
-            superclass_accuracy=super_accuracy,
-            confusion=counts,
-            confusion_labels=names,
-            disagreements=self.disagreements(m),
-            top=self.top_classes(i, m),
-            neighbours=self.neighbours(i, m),
-        )
-
-    def accuracy_table(self) -> pd.DataFrame:
-        """Accuracy and superclass accuracy at every nesting size (tidy)."""
-        rows = []
-        for m in self.nesting:
-            fine, coarse = self.accuracy(m)
-            rows.append({"truncate_dim": m, "metric": "accuracy", "value": fine})
-            if coarse is not None:
-                rows.append({"truncate_dim": m, "metric": "superclass_accuracy", "value": coarse})
-        return pd.DataFrame(rows)
-
-
-def _empty_disagreements() -> pd.DataFrame:
-    columns = ["direction", "rank", "sample_index", "label", "pred_small", "pred_large"]
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-
+from mrl_analysis.explore.plots import overview_figure, sample_figure
+from mrl_analysis.explore.state import (
+    ExplorerState,
+    ExplorerView,
+    Level,
+    sample_table,
+    short_name,
+)
 
 # ------------------------------------------------------------------- rendering
 
@@ -413,22 +52,16 @@ def _blues() -> np.ndarray:
     return (colormaps["Blues"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
-def _short(name: str, width: int = 14) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
-
-
 _LEFT, _TOP = 110, 16
 
 
 @lru_cache(maxsize=8)
 def _labelled_canvas(names: tuple[str, ...], cell: int) -> Image.Image:
-    from PIL import ImageDraw
-
     k = len(names)
     canvas = Image.new("RGB", (_LEFT + k * cell + 4, _TOP + k * cell + 4), "white")
     draw = ImageDraw.Draw(canvas)
     for c, name in enumerate(names):
-        draw.text((2, _TOP + c * cell + cell // 2 - 5), f"{c} {_short(name)}", fill="black")
+        draw.text((2, _TOP + c * cell + cell // 2 - 5), f"{c} {short_name(name)}", fill="black")
         draw.text((_LEFT + c * cell + cell // 2 - 3, 2), str(c), fill="black")
     return canvas
 
@@ -440,8 +73,6 @@ def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300
     JavaScript; classes are labelled when there are at most 30, counts written in the
     cells when they are large enough.
     """
-    from PIL import ImageDraw
-
     k = len(names)
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
@@ -461,28 +92,6 @@ def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300
     buf = io.BytesIO()
     canvas.save(buf, format="png", compress_level=1)
     return buf.getvalue()
-
-
-def confusion_figure(counts: np.ndarray, names: Sequence[str], title: str = "") -> go.Figure:
-    """The same confusion matrix as a plotly heat map (for static figures)."""
-    rows = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
-    fig = go.Figure(
-        go.Heatmap(
-            z=share,
-            x=list(names),
-            y=list(names),
-            customdata=counts,
-            colorscale="Blues",
-            zmin=0,
-            zmax=1,
-            hovertemplate="true %{y}<br>predicted %{x}<br>%{customdata} (%{z:.1%})<extra></extra>",
-        )
-    )
-    fig.update_yaxes(autorange="reversed", title="true class")
-    fig.update_xaxes(title="predicted class")
-    fig.update_layout(title=title)
-    return fig
 
 
 def _fmt(value: float | None) -> str:
@@ -580,6 +189,7 @@ class Explorer:
             first = state.disagreements(size)
             sample = int(first["sample_index"].iloc[0]) if len(first) else 0
         self.thumbnail_pixels = int(thumbnail_pixels)
+        self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self.timings: dict[str, float] = {}
         self._busy = False
         can_cam = state.model is not None and state.dataset is not None
@@ -656,6 +266,15 @@ class Explorer:
     def sample(self) -> int:
         return int(self.sample_box.value)
 
+    def thumbnail(self, sample: int, pixels: int) -> bytes:
+        """PNG of ``sample``'s image at least ``pixels`` wide (memoized)."""
+        key = (self.state.check_sample(sample), int(pixels))
+        if key not in self._thumbnails:
+            self._thumbnails[key] = _png(self.state.rgb(key[0]), key[1])
+            if len(self._thumbnails) > 4096:
+                self._thumbnails.popitem(last=False)
+        return self._thumbnails[key]
+
     def _picked(self, change: dict) -> None:
         if not self._busy and change["new"] is not None:
             self.sample_box.value = int(change["new"])
@@ -699,14 +318,14 @@ class Explorer:
         self.sample_html.value = _sample_html(view, state)
         if state.dataset is None:
             return
-        self.image.value = state.thumbnail(view.sample, 128)
+        self.image.value = self.thumbnail(view.sample, 128)
         rows = view.neighbours.itertuples()
         for thumb, caption, row in zip(self.thumbs, self.thumb_captions, rows, strict=False):
-            thumb.value = state.thumbnail(row.neighbour, self.thumbnail_pixels)
+            thumb.value = self.thumbnail(row.neighbour, self.thumbnail_pixels)
             mark = "✓" if row.same_label else "✗"
             caption.value = (
                 f'<span class="mrl-neighbour" style="font-size:11px">#{row.neighbour} '
-                f"{html.escape(_short(row.label_name, 10))} {mark}<br>"
+                f"{html.escape(short_name(row.label_name, 10))} {mark}<br>"
                 f"cos {row.similarity:.2f}</span>"
             )
 
@@ -716,11 +335,10 @@ class Explorer:
             self.cam_caption.value = "Grad-CAM off"
             return
         state = self.state
-        cam = state.cam(self.sample, self.size)
-        self.cam_image.value = _png(overlay_cam(state.image(self.sample), cam), 128)
+        self.cam_image.value = _png(state.cam_overlay(self.sample, self.size), 128)
         self.cam_caption.value = (
-            f'<span class="mrl-cam-caption">{state.cam_method} at m={self.size} '
-            f"({state.cam_target})</span>"
+            f'<span class="mrl-cam-caption">{state.cam_settings.method_name} at m={self.size} '
+            f"({state.cam_settings.target})</span>"
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
@@ -728,124 +346,20 @@ class Explorer:
 
     # ---------------------------------------------------------- static figures
 
-    def snapshot_figures(self) -> dict[str, tuple[go.Figure, pd.DataFrame]]:
+    def snapshot_figures(self) -> dict[str, tuple[Any, pd.DataFrame]]:
         """The current state as static plotly figures with their tables (for headless runs).
 
         ``{"overview": accuracy vs size + confusion matrix, "sample": the image, its CAM
         and its neighbours}``.
         """
-        state, m, i = self.state, self.size, self.sample
-        view = state.view(m, i, self.level.value)
+        state = self.state
+        view = state.view(self.size, self.sample, self.level.value)
+        accuracy = state.accuracy_table()
+        panels = state.sample_panels(view, cam=bool(self.cam_toggle.value))
         return {
-            "overview": (self._overview_figure(view), state.accuracy_table()),
-            "sample": self._sample_figure(view),
+            "overview": (overview_figure(accuracy, view, state.nesting, state.kind), accuracy),
+            "sample": (sample_figure(view, panels), sample_table(view)),
         }
-
-    def _overview_figure(self, view: ExplorerView) -> go.Figure:
-        state = self.state
-        acc = state.accuracy_table()
-        fig = make_subplots(
-            rows=1,
-            cols=2,
-            column_widths=[0.45, 0.55],
-            subplot_titles=(
-                "accuracy per size",
-                f"{view.level} confusion at m={view.size} (row-normalized)",
-            ),
-        )
-        for metric, frame in acc.groupby("metric", sort=False):
-            fig.add_trace(
-                go.Scatter(
-                    x=frame["truncate_dim"], y=frame["value"], mode="lines+markers", name=metric
-                ),
-                row=1,
-                col=1,
-            )
-        fig.add_vline(x=view.size, line_dash="dot", line_color="gray", row=1, col=1)
-        heat = confusion_figure(view.confusion, view.confusion_labels).data[0]
-        heat.showscale = False
-        fig.add_trace(heat, row=1, col=2)
-        fig.update_xaxes(type="log", title="size m", tickvals=state.nesting, row=1, col=1)
-        fig.update_yaxes(title="accuracy", range=[0, 1.02], row=1, col=1)
-        fig.update_yaxes(autorange="reversed", row=1, col=2)
-        fig.update_layout(
-            width=1100,
-            height=480,
-            title=f"{state.kind} explorer at m={view.size}: accuracy {_fmt(view.accuracy)}",
-            legend={"orientation": "h", "y": -0.2},
-        )
-        return fig
-
-    def _sample_figure(self, view: ExplorerView) -> tuple[go.Figure, pd.DataFrame]:
-        state = self.state
-        i, names = view.sample, state.class_names
-        table = pd.concat(
-            [
-                view.top.assign(kind="top-5", sample_index=i)[
-                    ["kind", "sample_index", "rank", "class", "name", "probability"]
-                ],
-                view.neighbours.assign(
-                    kind="neighbour",
-                    sample_index=view.neighbours["neighbour"],
-                    rank=np.arange(1, len(view.neighbours) + 1),
-                    name=view.neighbours["label_name"],
-                )[["kind", "sample_index", "rank", "label", "name", "similarity"]].rename(
-                    columns={"label": "class"}
-                ),
-            ],
-            ignore_index=True,
-        )
-        panels: list[tuple[str, np.ndarray]] = []
-        if state.dataset is not None:
-            image = state.image(i)
-            panels.append((f"#{i}: {names[state.labels[i]]}", image_to_rgb(image)))
-            if self.cam_toggle.value:
-                cam = overlay_cam(image, state.cam(i, view.size))
-                panels.append((f"{state.cam_method} at m={view.size}", cam / 255.0))
-            for row in view.neighbours.itertuples():
-                rgb = image_to_rgb(state.image(row.neighbour))
-                panels.append((f"#{row.neighbour} {_short(row.label_name, 10)}", rgb))
-        cols = max(1, len(panels)) + 1
-        fig = make_subplots(
-            rows=1,
-            cols=cols,
-            column_widths=[1] * (cols - 1) + [2],
-            subplot_titles=[t for t, _ in panels] + [f"top-5 at m={view.size}"],
-            horizontal_spacing=0.01,
-        )
-        for j, (_, rgb) in enumerate(panels):
-            z = np.round(np.asarray(rgb) * 255).astype(np.uint8)
-            fig.add_trace(go.Image(z=z, hoverinfo="skip"), row=1, col=j + 1)
-            fig.update_xaxes(visible=False, row=1, col=j + 1)
-            fig.update_yaxes(visible=False, row=1, col=j + 1)
-        fig.add_trace(
-            go.Bar(
-                x=view.top["probability"],
-                y=view.top["name"],
-                text=[
-                    f"{n} {p:.2f}"
-                    for n, p in zip(view.top["name"], view.top["probability"], strict=True)
-                ],
-                textposition="outside",
-                cliponaxis=False,
-                orientation="h",
-                marker_color=np.where(view.top["is_label"], "#1a7f37", "#8c959f").tolist(),
-                showlegend=False,
-            ),
-            row=1,
-            col=cols,
-        )
-        fig.update_yaxes(autorange="reversed", showticklabels=False, row=1, col=cols)
-        fig.update_xaxes(range=[0, 1], row=1, col=cols)
-        for annotation in fig.layout.annotations:
-            annotation.font = {"size": 10}
-        fig.update_layout(
-            width=max(700, 120 * cols + 200),
-            height=280,
-            title=f"sample {i} at m={view.size}: prediction {view.top['name'].iloc[0]}",
-            margin={"t": 80},
-        )
-        return fig, table
 
 
 def explore(

@@ -1,90 +1,132 @@
 """Few-shot and FLUID studies from caches (notebook 05; paper Appendix G, Tables 15-16).
 
-Combines the array-level functions of :mod:`mrl_analysis.fewshot.episodes` and
-:mod:`mrl_analysis.fewshot.fluid` over named models' caches:
+The only module of the theme that reads caches: it runs the array-level functions of
+:mod:`mrl_analysis.fewshot.episodes` and :mod:`mrl_analysis.fewshot.fluid` over named
+models' caches.
 
-* :func:`fewshot_table`: n-shot k-way NCM accuracy of every model, with fewer episodes for
-  the costly "all classes" way count;
-* :func:`build_subset_caches`: caches of models trained on a class subset
-  (``TrainConfig.classes``) over *every* class of a split, since the novel-class settings
-  need features of the classes a model never saw;
-* :func:`pretrain_novel_labels`: the pretrain / novel split of a dataset's labels from the
-  classes those models were trained on;
-* :func:`fluid_study`: one seeded long-tailed stream from an evaluation split, run through
-  every model's online NCM learner, its pretrain class means initialised from the model's
-  training-split cache.
+* :func:`study_caches`: the caches of the all-classes and the class-subset models (the
+  latter over every class, :func:`mrl_analysis.cache.experiment.build_subset_caches`) and
+  the pretrain / novel classes;
+* :func:`fewshot_table`: n-shot k-way NCM accuracy of every model (:class:`FewshotSpec`),
+  with fewer episodes for the costly "all classes" way count;
+* :func:`class_split` / :func:`pretrain_novel_labels`: the pretrain / novel classes of a
+  dataset from the classes the class-subset models were trained on;
+* :func:`novel_fewshot`: few-shot on the novel classes, each class-subset model next to
+  its all-classes twin;
+* :func:`fluid_study`: one seeded long-tailed stream (:class:`FluidSpec`) from an
+  evaluation split, run through every model's online NCM learner, its pretrain class
+  means initialised from the model's training-split cache.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from mrl_analysis.cache.experiment import build_caches, require_checkpoints
+from mrl_analysis.cache.experiment import (
+    build_caches,
+    build_subset_caches,
+    class_labels,
+    trained_classes,
+)
 from mrl_analysis.cache.reader import EmbeddingCache
-from mrl_analysis.data.datasets import DatasetBundle
-from mrl_analysis.fewshot.episodes import Metric, fewshot_accuracy
-from mrl_analysis.fewshot.fluid import (
+from mrl_analysis.core.checks import check_int
+from mrl_analysis.fewshot.episodes import fewshot_accuracy
+from mrl_analysis.fewshot.fluid import evaluate_fluid
+from mrl_analysis.fewshot.headlines import stream_headlines
+from mrl_analysis.fewshot.ncm import Metric, check_metric
+from mrl_analysis.fewshot.stream import (
     Distribution,
     FluidStream,
-    evaluate_fluid,
     make_stream,
     resolve_head_threshold,
 )
-from mrl_analysis.models.checkpoints import load_checkpoint
-from mrl_analysis.models.network import MatryoshkaModel
+from mrl_analysis.fewshot.summary import class_split_table
 
 __all__ = [
+    "ClassSplit",
+    "FewshotSpec",
+    "FluidSpec",
     "FluidStudy",
-    "build_subset_caches",
-    "class_labels",
+    "NovelFewshot",
+    "StudyCaches",
+    "class_split",
     "fewshot_table",
     "fluid_study",
+    "novel_fewshot",
     "pretrain_novel_labels",
     "sizes_from",
-    "subset_cache_name",
-    "trained_classes",
+    "study_caches",
 ]
 
 
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class FewshotSpec:
+    """How the few-shot episodes are drawn and scored.
+
+    ``ways`` entries of ``None`` mean all classes (of the setting), evaluated with
+    ``all_classes_episodes`` episodes (default ``n_episodes``): an all-classes episode costs
+    more and varies less. ``queries=None``: as many as the smallest class allows. Sizes
+    below ``min_dim`` are skipped (see :func:`sizes_from`).
+    """
+
+    shots: Sequence[int] = (1, 3, 5, 7, 9)
+    ways: Sequence[int | None] = (5, None)
+    n_episodes: int = 300
+    all_classes_episodes: int | None = None
+    queries: int | None = 15
+    metric: Metric = "cosine"
+    min_dim: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shots", tuple(check_int(n, "shots", low=1) for n in self.shots))
+        ways = tuple(None if w is None else check_int(w, "ways", low=2) for w in self.ways)
+        object.__setattr__(self, "ways", ways)
+        if not self.shots or not self.ways:
+            raise ValueError("shots and ways need at least one value each, e.g. shots=(1, 5)")
+        check_int(self.n_episodes, "n_episodes", low=1)
+        if self.all_classes_episodes is not None:
+            check_int(self.all_classes_episodes, "all_classes_episodes", low=1)
+        if self.queries is not None:
+            check_int(self.queries, "queries", low=1)
+        check_metric(self.metric)
+        check_int(self.min_dim, "min_dim", low=1)
+
+
+@dataclass(frozen=True)
+class FluidSpec:
+    """How the FLUID stream is drawn (``distribution``, ``alpha``, ``n_samples``, ``seed``;
+    see :func:`~mrl_analysis.fewshot.stream.make_stream`) and evaluated.
+
+    ``head_threshold`` below 1 is a fraction of the stream length (small streams);
+    ``points``: steps of the learning curves. Sizes below ``min_dim`` are skipped.
+    """
+
+    distribution: Distribution = "zipf"
+    alpha: float = 1.0
+    n_samples: int | None = None
+    head_threshold: float = 50
+    metric: Metric = "cosine"
+    min_dim: int = 1
+    points: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
+        check_int(self.min_dim, "min_dim", low=1)
+        check_int(self.points, "points", low=1)
+        resolve_head_threshold(self.head_threshold, 1)
+
+
 # --------------------------------------------------------------------------- classes
-
-
-def class_labels(class_ids: Sequence[str], chosen: Sequence[str]) -> np.ndarray:
-    """Labels (positions in ``class_ids``) of the class ids ``chosen``, in their order."""
-    index = {str(c): i for i, c in enumerate(class_ids)}
-    unknown = [str(c) for c in chosen if str(c) not in index]
-    if unknown:
-        raise ValueError(
-            f"classes {unknown[:10]} are not among the dataset's class ids "
-            f"{list(index)[:10]}{' ...' if len(index) > 10 else ''}; pass ids of this dataset"
-        )
-    return np.array([index[str(c)] for c in chosen], dtype=np.int64)
-
-
-def trained_classes(checkpoint: str | os.PathLike) -> list[str]:
-    """The class ids a checkpoint of ours was trained on (its ``meta["classes"]``)."""
-    raw = load_checkpoint(checkpoint)
-    meta = raw.get("meta") if isinstance(raw.get("meta"), dict) else {}
-    return _recorded_classes(meta, raw.get("class_names"), checkpoint)
-
-
-def _recorded_classes(
-    meta: Mapping, class_names: Sequence[str] | None, source: object
-) -> list[str]:
-    classes = meta.get("classes") or class_names
-    if not classes:
-        raise ValueError(
-            f"{source} records no class list (meta['classes'] or class_names); the "
-            "novel-class settings need a checkpoint trained with mrl_analysis.train"
-        )
-    return [str(c) for c in classes]
 
 
 def pretrain_novel_labels(
@@ -111,72 +153,76 @@ def pretrain_novel_labels(
     if novel.size == 0:
         raise ValueError(
             f"the models were trained on all {len(class_ids)} classes, so none is novel; train "
-            "them on a subset (TrainConfig.classes, e.g. from datasets.split_classes)"
+            "them on a subset (TrainConfig.classes, e.g. from split_classes)"
         )
     return pretrain, novel
 
 
-# --------------------------------------------------------------------------- caches
+@dataclass(frozen=True, eq=False)
+class ClassSplit:
+    """The pretrain and novel labels of a dataset and its class names."""
+
+    pretrain: np.ndarray
+    novel: np.ndarray
+    class_names: list[str] = field(repr=False)
+
+    def table(self) -> pd.DataFrame:
+        """A row per origin: how many classes and their names."""
+        return class_split_table(self.pretrain, self.novel, self.class_names)
 
 
-def subset_cache_name(name: str, classes: Sequence[str]) -> str:
-    """Cache folder name of a model trained on ``classes``: ``<name>.subset-<k>-<hash>``.
+def class_split(
+    caches: Mapping[str, EmbeddingCache], checkpoints: Mapping[str, str | os.PathLike]
+) -> ClassSplit:
+    """Pretrain / novel classes of the dataset of ``caches`` (any model's cache of it), from
+    the classes the class-subset ``checkpoints`` were trained on."""
+    if not caches:
+        raise ValueError("no caches: give at least one cache of the dataset")
+    first = next(iter(caches.values()))
+    pretrain, novel = pretrain_novel_labels(first.class_ids, checkpoints)
+    return ClassSplit(pretrain, novel, list(first.class_names))
 
-    A class-subset model is usually shown under the same display name as its all-classes
-    counterpart ("MRL"); its own folder keeps the two caches from replacing each other.
-    """
-    digest = hashlib.sha256("\n".join(sorted(map(str, classes))).encode()).hexdigest()
-    return f"{name}.subset-{len(classes)}-{digest[:8]}"
+
+@dataclass(frozen=True, eq=False)
+class StudyCaches:
+    """The caches of the study: ``evals`` (all-classes models, evaluation split),
+    ``novel_evals`` / ``novel_trains`` (class-subset models over every class, evaluation and
+    training splits) and ``classes``, the pretrain / novel split."""
+
+    evals: dict[str, EmbeddingCache]
+    novel_evals: dict[str, EmbeddingCache]
+    novel_trains: dict[str, EmbeddingCache]
+    classes: ClassSplit
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Head kind (``"mrl"``, ``"mrl-e"``, ``"ff"``) of every all-classes model."""
+        return {name: cache.kind for name, cache in self.evals.items()}
 
 
-def build_subset_caches(
+def study_caches(
     models: Mapping[str, str | os.PathLike],
+    novel_models: Mapping[str, str | os.PathLike],
     dataset: str,
-    splits: Sequence[str],
+    eval_split: str = "test",
+    train_split: str = "train",
     *,
     cache_root: str | os.PathLike = "data/cache",
     data_root: str | os.PathLike | None = None,
-    batch_size: int = 256,
     progress: bool = True,
-) -> dict[str, dict[str, EmbeddingCache]]:
-    """Caches ``{name: {split: EmbeddingCache}}`` of class-subset models over all classes.
-
-    Like :func:`mrl_analysis.cache.experiment.build_caches`, but for models trained on some of the
-    dataset's classes: each split is embedded with *all* its classes, so labels index the
-    dataset's classes (``cache.class_ids``) while the logits have one column per class the
-    model was trained on. The few-shot and FLUID learners read only features and labels.
-    Caches live under :func:`subset_cache_name`.
-    """
-    require_checkpoints(
-        models,
-        "train them first (`make demo` trains the Fashion-MNIST class-subset models, or "
-        "`mrl-analysis train` with classes=...)",
+) -> StudyCaches:
+    """Build (or reuse) every cache the study reads: the all-classes ``models`` on the
+    evaluation split, the class-subset ``novel_models`` on both splits with every class."""
+    where = {"cache_root": cache_root, "data_root": data_root, "progress": progress}
+    caches = build_caches(models, dataset, [eval_split], **where)
+    subset = build_subset_caches(novel_models, dataset, [eval_split, train_split], **where)
+    novel_evals = {name: per_split[eval_split] for name, per_split in subset.items()}
+    return StudyCaches(
+        evals={name: per_split[eval_split] for name, per_split in caches.items()},
+        novel_evals=novel_evals,
+        novel_trains={name: per_split[train_split] for name, per_split in subset.items()},
+        classes=class_split(novel_evals, novel_models),
     )
-
-    def subset_folder(
-        name: str, model: MatryoshkaModel, bundles: Mapping[str, DatasetBundle]
-    ) -> str:
-        classes = _recorded_classes(model.meta, model.class_names, models[name])
-        trained_on = model.meta.get("dataset")
-        if trained_on is not None and trained_on != dataset:
-            raise ValueError(f"{name} was trained on {trained_on!r}, not on {dataset!r}")
-        for bundle in bundles.values():
-            class_labels(bundle.class_ids, classes)  # every trained class must exist
-        return subset_cache_name(name, classes)
-
-    with warnings.catch_warnings():
-        # Expected here: the bundle names all classes, the logits only the trained ones.
-        warnings.filterwarnings("ignore", message=r"the bundle names \d+ classes but")
-        return build_caches(
-            models,
-            dataset,
-            splits,
-            cache_root=cache_root,
-            data_root=data_root,
-            batch_size=batch_size,
-            progress=progress,
-            cache_name=subset_folder,
-        )
 
 
 # --------------------------------------------------------------------------- few-shot
@@ -199,53 +245,44 @@ def sizes_from(cache: EmbeddingCache, min_dim: int = 1, name: str = "model") -> 
 
 def fewshot_table(
     caches: Mapping[str, EmbeddingCache],
+    spec: FewshotSpec = FewshotSpec(),
     *,
-    shots: Sequence[int] = (1, 3, 5, 7, 9),
-    ways: Sequence[int | None] = (5, None),
-    n_episodes: int = 300,
-    all_classes_episodes: int | None = None,
-    queries: int | None = 15,
     classes: Sequence[int] | None = None,
-    metric: Metric = "cosine",
-    min_dim: int = 1,
-    seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Few-shot NCM accuracy (``fewshot.COLUMNS``) of every model at its nesting sizes.
+    """Few-shot NCM accuracy (``episodes.COLUMNS``, fractions) of every model at its sizes.
 
-    ``ways`` entries of ``None`` (or the class count) mean all classes (of ``classes``,
-    default every label), evaluated with ``all_classes_episodes`` episodes (default
-    ``n_episodes``): an all-classes episode costs more and varies less. Episodes depend only
-    on the labels, so models evaluated on the same split are compared on the same episodes.
-    Sizes below ``min_dim`` are skipped (see :func:`sizes_from`).
+    ``classes`` restricts the episodes to those labels (default every label); "all classes"
+    means all of them. Episodes depend only on the labels, so models evaluated on the same
+    split are compared on the same episodes.
     """
     if not caches:
         raise ValueError("no caches: give at least one model's evaluation-split cache")
     tables = []
     for name, cache in caches.items():
-        nesting = sizes_from(cache, min_dim, name)
+        nesting = sizes_from(cache, spec.min_dim, name)
         labels = cache.labels
         n_classes = np.unique(labels if classes is None else np.asarray(classes)).size
-        fixed = [int(w) for w in ways if w is not None and int(w) != n_classes]
-        every = len(fixed) < len(ways)
+        fixed = [w for w in spec.ways if w is not None and w != n_classes]
+        every = len(fixed) < len(spec.ways)
         features = cache.features()
         common = {
-            "shots": shots,
-            "queries": queries,
+            "shots": spec.shots,
+            "queries": spec.queries,
             "classes": classes,
-            "metric": metric,
-            "seed": seed,
+            "metric": spec.metric,
+            "seed": spec.seed,
             "model": name,
             "progress": progress,
         }
         if fixed:
             tables.append(
                 fewshot_accuracy(
-                    features, labels, nesting, ways=fixed, n_episodes=n_episodes, **common
+                    features, labels, nesting, ways=fixed, n_episodes=spec.n_episodes, **common
                 )
             )
         if every:
-            episodes = n_episodes if all_classes_episodes is None else all_classes_episodes
+            episodes = spec.all_classes_episodes or spec.n_episodes
             tables.append(
                 fewshot_accuracy(
                     features, labels, nesting, ways=[None], n_episodes=episodes, **common
@@ -254,19 +291,73 @@ def fewshot_table(
     return pd.concat(tables, ignore_index=True)
 
 
+@dataclass(frozen=True, eq=False)
+class NovelFewshot:
+    """Few-shot on novel classes: the ``table`` (models named ``"MRL (6 classes)"`` and
+    ``"MRL (all 10 classes)"``) and ``twins``: each class-subset model's all-classes
+    counterpart in it (None without one)."""
+
+    table: pd.DataFrame
+    twins: dict[str, str | None]
+
+
+def novel_fewshot(
+    subset_caches: Mapping[str, EmbeddingCache],
+    caches: Mapping[str, EmbeddingCache],
+    split: ClassSplit,
+    spec: FewshotSpec = FewshotSpec(),
+    *,
+    progress: bool = True,
+) -> NovelFewshot:
+    """Few-shot on ``split.novel`` only: class-subset models (``subset_caches``) next to the
+    all-classes model of the same name in ``caches``, on the same episodes.
+
+    Way counts the novel classes cannot fill are dropped; "all classes" is every novel
+    class.
+    """
+    n_novel = len(split.novel)
+    ways = tuple(w for w in spec.ways if w is None or w < n_novel)
+    if not ways:
+        raise ValueError(
+            f"ways {list(spec.ways)} leave nothing to evaluate on {n_novel} novel classes; "
+            "add None (all classes) or a smaller way count"
+        )
+    label = {name: f"{name} ({len(split.pretrain)} classes)" for name in subset_caches}
+    twin = {
+        name: f"{name} (all {len(split.class_names)} classes)"
+        for name in subset_caches
+        if name in caches
+    }
+    named = {
+        **{label[n]: c for n, c in subset_caches.items()},
+        **{twin[n]: caches[n] for n in twin},
+    }
+    table = fewshot_table(
+        named, replace(spec, ways=ways), classes=split.novel.tolist(), progress=progress
+    )
+    return NovelFewshot(table, {label[n]: twin.get(n) for n in subset_caches})
+
+
 # --------------------------------------------------------------------------- FLUID
 
 
 @dataclass(frozen=True, eq=False)
 class FluidStudy:
     """One stream through every model: ``accuracy`` per category and ``curves`` tables of
-    :mod:`mrl_analysis.fewshot.fluid`, concatenated over models; ``classes`` one row per class."""
+    :mod:`mrl_analysis.fewshot.fluid`, concatenated over models; ``classes`` one row per
+    class; ``head_threshold`` in samples; ``init_samples``: training samples the pretrain
+    class means start from."""
 
     stream: FluidStream
     accuracy: pd.DataFrame
     curves: pd.DataFrame
     classes: pd.DataFrame
     head_threshold: float
+    init_samples: int
+
+    def stream_headlines(self, init_split: str = "train") -> pd.DataFrame:
+        """:func:`~mrl_analysis.fewshot.headlines.stream_headlines` of this study."""
+        return stream_headlines(self.stream, self.head_threshold, self.init_samples, init_split)
 
 
 def fluid_study(
@@ -274,24 +365,15 @@ def fluid_study(
     train_caches: Mapping[str, EmbeddingCache],
     pretrain: Sequence[int],
     novel: Sequence[int],
+    spec: FluidSpec = FluidSpec(),
     *,
-    n_samples: int | None = None,
-    distribution: Distribution = "zipf",
-    alpha: float = 1.0,
-    seed: int = 0,
-    head_threshold: float = 50,
-    metric: Metric = "cosine",
-    min_dim: int = 1,
-    points: int = 200,
     progress: bool = True,
 ) -> FluidStudy:
     """FLUID on every model: one stream drawn from the evaluation split (the same samples,
     in the same order, for every model); pretrain means from each model's training split.
 
-    ``head_threshold`` below 1 is a fraction of the stream length (small streams);
-    ``head_threshold`` in the result is the resolved count. ``classes`` lists every class
-    with its name, stream count, origin (pretrain / novel), part (head / tail) and
-    category. Sizes below ``min_dim`` are skipped (see :func:`sizes_from`).
+    ``classes`` lists every class with its name, stream count, origin (pretrain / novel),
+    part (head / tail) and category.
     """
     if not eval_caches:
         raise ValueError("no caches: give at least one model's evaluation-split cache")
@@ -312,10 +394,10 @@ def fluid_study(
         labels,
         pretrain,
         novel,
-        n_samples=n_samples,
-        distribution=distribution,
-        alpha=alpha,
-        seed=seed,
+        n_samples=spec.n_samples,
+        distribution=spec.distribution,
+        alpha=spec.alpha,
+        seed=spec.seed,
     )
     accuracy, curves = [], []
     for name, cache in eval_caches.items():
@@ -323,24 +405,26 @@ def fluid_study(
         table, curve = evaluate_fluid(
             cache.features(),
             stream,
-            sizes_from(cache, min_dim, name),
+            sizes_from(cache, spec.min_dim, name),
             init_features=train.features(),
             init_labels=train.labels,
-            head_threshold=head_threshold,
-            metric=metric,
+            head_threshold=spec.head_threshold,
+            metric=spec.metric,
             model=name,
-            points=points,
+            points=spec.points,
             progress=progress,
         )
         accuracy.append(table)
         curves.append(curve)
-    classes = stream.class_table(head_threshold)
+    classes = stream.class_table(spec.head_threshold)
     names = first.class_names
     classes.insert(1, "name", [names[c] if c < len(names) else str(c) for c in classes["class"]])
+    init_labels = train_caches[first_name].labels
     return FluidStudy(
         stream=stream,
         accuracy=pd.concat(accuracy, ignore_index=True),
         curves=pd.concat(curves, ignore_index=True),
         classes=classes,
-        head_threshold=resolve_head_threshold(head_threshold, len(stream)),
+        head_threshold=resolve_head_threshold(spec.head_threshold, len(stream)),
+        init_samples=int(np.isin(init_labels, stream.pretrain_classes).sum()),
     )

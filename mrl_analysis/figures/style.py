@@ -17,17 +17,19 @@ SIZE_TITLE = "Representation size (dims)"
 #: Above this many distinct sizes, the size axis labels the powers of two only.
 _MAX_TICKS = 12
 
-_base = pio.templates["plotly_white"]
-pio.templates[TEMPLATE] = go.layout.Template(
-    _base,
-    layout={
+# A copy of plotly_white updated in place: Template(base, layout=...) would replace the
+# base's whole layout (colorway, backgrounds, grid colours) instead of adding to it.
+_template = go.layout.Template(pio.templates["plotly_white"])
+_template.layout.update(
+    {
         "font": {"size": 13},
         "title": {"font": {"size": 16}, "x": 0.02, "xanchor": "left"},
         "legend": {"title": {"text": ""}},
         "margin": {"l": 70, "r": 30, "t": 70, "b": 60},
         "autosize": True,
-    },
+    }
 )
+pio.templates[TEMPLATE] = _template
 
 
 def size_ticks(sizes: Sequence[int] | np.ndarray) -> list[int]:

@@ -13,51 +13,38 @@ superclass`` (confusion among sibling classes, e.g. one snake species for anothe
 Cases are ranked by how confidently both sizes commit to their different answers.
 
 Everything works on plain arrays (logits ``[G, N, C]``, labels, nesting);
-:func:`cache_disagreements` reads them from an :class:`~mrl_analysis.cache.reader.EmbeddingCache`.
+:func:`~mrl_analysis.interpret.study.cache_disagreements` reads them from an
+:class:`~mrl_analysis.cache.reader.EmbeddingCache`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 
+from mrl_analysis.core.checks import check_int, check_scores
+from mrl_analysis.core.numeric import predictions, softmax
 from mrl_analysis.data.hierarchy import SuperclassMap
-from mrl_analysis.routing.oracle import check_scores, predictions
 
 __all__ = [
     "DIRECTIONS",
-    "cache_disagreements",
     "case_labels",
-    "cache_superclass_map",
     "disagreement_summary",
-    "disagreement_summary_figure",
     "find_disagreements",
     "pairwise_disagreement",
-    "pairwise_disagreement_figure",
 ]
 
 Direction = Literal["fixed", "broken", "both"]
 #: The two kinds of disagreement, in the order tables list them.
 DIRECTIONS = ("fixed", "broken")
 WITHIN, OUTSIDE = "within superclass", "outside superclass"
-REJECT = "other"  # what the datasets call the pooled leftover classes
-
-
-def _softmax_rows(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float32)
-    x = x - x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
 
 
 def _pick(sizes: list[int], value: int | None, default: int, what: str) -> int:
-    m = default if value is None else int(value)
+    m = default if value is None else check_int(value, what)
     if m not in sizes:
         raise ValueError(f"{what}={m} is not one of the sizes {sizes}")
     return m
@@ -80,7 +67,7 @@ def find_disagreements(
 
     ``logits [G, N, C]`` (one row per size in ``nesting``; a memory-mapped cache array is
     read one size at a time), ``labels [N]``. ``small``/``large`` default to the smallest
-    and largest size. ``smap`` (a :class:`~mrl_analysis.superclass.metrics.SuperclassMap`)
+    and largest size. ``smap`` (a :class:`~mrl_analysis.data.hierarchy.SuperclassMap`)
     labels each case's ``confusion``; without it the column is empty. ``top`` keeps the
     best ``top`` cases per direction.
 
@@ -100,8 +87,8 @@ def find_disagreements(
     hi = _pick(sizes, large, sizes[-1], "large")
     if lo >= hi:
         raise ValueError(f"small ({lo}) must be a smaller size than large ({hi})")
-    if top is not None and top < 0:
-        raise ValueError(f"top must be >= 0, got {top}")
+    if top is not None:
+        check_int(top, "top", low=0)
     n, num_classes = scores.shape[1], scores.shape[2]
     if smap is not None and smap.index.shape != (num_classes,):
         raise ValueError(
@@ -113,8 +100,8 @@ def find_disagreements(
         raise ValueError(f"{len(sample_ids)} sample_ids for {n} samples")
 
     correct = predictions(scores) == labels[None, :]
-    probs_small = _softmax_rows(scores[sizes.index(lo)])
-    probs_large = _softmax_rows(scores[sizes.index(hi)])
+    probs_small = softmax(scores[sizes.index(lo)])
+    probs_large = softmax(scores[sizes.index(hi)])
     pred_small, pred_large = probs_small.argmax(axis=1), probs_large.argmax(axis=1)
     ok_small, ok_large = pred_small == labels, pred_large == labels
     wanted = DIRECTIONS if direction == "both" else (direction,)
@@ -199,26 +186,6 @@ def disagreement_summary(table: pd.DataFrame, **labels: Any) -> pd.DataFrame:
     return counts
 
 
-def disagreement_summary_figure(summary: pd.DataFrame) -> go.Figure:
-    """Bars of :func:`disagreement_summary`: cases per direction, split by confusion."""
-    lo, hi = int(summary["small_dim"].iloc[0]), int(summary["large_dim"].iloc[0])
-    fig = px.bar(
-        summary,
-        x="direction",
-        y="n",
-        color="confusion",
-        text="n",
-        category_orders={"direction": list(DIRECTIONS)},
-        labels={"n": "samples", "direction": ""},
-    )
-    fig.update_xaxes(
-        tickvals=list(DIRECTIONS),
-        ticktext=[f"wrong at {lo}, right at {hi}", f"right at {lo}, wrong at {hi}"],
-    )
-    fig.update_layout(title=f"Disagreements between sizes {lo} and {hi}")
-    return fig
-
-
 def case_labels(table: pd.DataFrame) -> list[str]:
     """One short label per :func:`find_disagreements` row (for figure rows)."""
     names = table["label_name"] if "label_name" in table else table["label"].astype(str)
@@ -255,90 +222,3 @@ def pairwise_disagreement(
     for key, value in labels_.items():
         table.insert(0, key, value)
     return table
-
-
-def pairwise_disagreement_figure(table: pd.DataFrame) -> go.Figure:
-    """Heat maps of :func:`pairwise_disagreement`: fixed (left) and broken (right) shares."""
-    long = table.melt(
-        id_vars=["small_dim", "large_dim", "n_samples"],
-        value_vars=["n_fixed", "n_broken"],
-        var_name="kind",
-    )
-    long["share"] = long["value"] / long["n_samples"]
-    long["kind"] = long["kind"].map(
-        {"n_fixed": "wrong at small, right at large", "n_broken": "right at small, wrong at large"}
-    )
-    sizes = sorted(set(table["small_dim"]) | set(table["large_dim"]))
-    fig = px.density_heatmap(
-        long,
-        x="large_dim",
-        y="small_dim",
-        z="share",
-        facet_col="kind",
-        histfunc="sum",
-        color_continuous_scale="Viridis",
-        category_orders={"large_dim": sizes, "small_dim": sizes},
-        labels={"large_dim": "large size", "small_dim": "small size", "share": "share"},
-    )
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category")
-    fig.update_layout(title="Samples on which two sizes disagree (share of the eval set)")
-    return fig
-
-
-def cache_superclass_map(
-    hierarchy: Mapping[str, str] | None, class_ids: Sequence[str]
-) -> SuperclassMap | None:
-    """The superclass map of a cache's ``hierarchy`` (None without one).
-
-    The datasets' ``"other"`` group, and classes the hierarchy leaves out, form the reject
-    group, which :func:`find_disagreements` does not count as a superclass.
-    """
-    if not hierarchy:
-        return None
-    if REJECT in hierarchy.values():
-        reject: str | None = REJECT
-    else:
-        complete = all(str(c) in hierarchy for c in class_ids)
-        reject = None if complete else REJECT
-    return SuperclassMap.from_hierarchy(hierarchy, class_ids, reject=reject)
-
-
-def cache_disagreements(
-    cache: Any,
-    small: int | None = None,
-    large: int | None = None,
-    *,
-    smap: SuperclassMap | None = None,
-    **kwargs: Any,
-) -> pd.DataFrame:
-    """:func:`find_disagreements` on an :class:`~mrl_analysis.cache.reader.EmbeddingCache`.
-
-    Uses the cache's labels, class names, sample ids and (unless ``smap`` is given)
-    hierarchy. For an MRL-E cache ``small``/``large`` may be any size: their logits come
-    from the cached features and shared head. ``kwargs`` go to :func:`find_disagreements`.
-    """
-    nesting = list(cache.nesting)
-    lo = nesting[0] if small is None else int(small)
-    hi = nesting[-1] if large is None else int(large)
-    if {lo, hi} <= set(nesting):
-        logits, sizes = cache.logits(), nesting
-    else:
-        sizes = sorted({*nesting, lo, hi})
-        trained = cache.logits()  # the model's own logits wherever a size was trained
-        logits = np.stack(
-            [trained[nesting.index(m)] if m in nesting else cache.logits_at(m) for m in sizes]
-        )
-    if smap is None:
-        smap = cache_superclass_map(cache.hierarchy, cache.class_ids)
-    return find_disagreements(
-        logits,
-        cache.labels,
-        sizes,
-        small=lo,
-        large=hi,
-        smap=smap,
-        class_names=kwargs.pop("class_names", cache.class_names),
-        sample_ids=kwargs.pop("sample_ids", cache.sample_ids),
-        **kwargs,
-    )

@@ -11,9 +11,8 @@ header (no ``train_state``). Every save goes to a temporary file first and is re
 over the target with ``os.replace``, so an interrupted save never leaves a broken file.
 
 :func:`load_model` also reads the authors' ImageNet ResNet50 checkpoints
-(``r50_mrl1_e0_ff2048.pt`` and friends): a DDP ``module.`` prefix, FFCV BlurPool-wrapped
-strided convs, MRL heads (``fc.nesting_classifier_{i}``), MRL-E heads (old ``fc.weight``
-or new ``fc.nesting_classifier_0``) and FF-k heads (``fc.weight`` of width k).
+(``r50_mrl1_e0_ff2048.pt`` and friends); their layouts are read in
+:mod:`mrl_analysis.models.official`.
 """
 
 from __future__ import annotations
@@ -31,67 +30,20 @@ from typing import IO, Any
 import safetensors
 import safetensors.torch
 import torch
-import torchvision
-from torch import nn
-from torch.nn import functional as F
 
-from mrl_analysis.models.network import (
-    HEAD_KINDS,
-    HeadKind,
-    MatryoshkaModel,
-    build_backbone,
-    build_model,
+from mrl_analysis.core.kinds import HeadKind, check_kind
+from mrl_analysis.models.network import MatryoshkaModel, build_model
+from mrl_analysis.models.official import (
+    MAX_LISTED,
+    apply_blurpool,
+    from_official,
+    head_indices,
+    imagenet_class_names,
+    official_meta,
+    official_transform,
 )
 
 FORMAT = "mrl-analysis/1"
-OFFICIAL_ARCH = "resnet50"
-_MAX_LISTED = 5
-
-
-class BlurPoolConv2d(nn.Module):
-    """FFCV's BlurPool: a fixed 3x3 binomial blur *before* a strided conv (anti-aliasing).
-
-    State-dict names match FFCV (``conv.weight``, ``blur_filter``) so the authors'
-    checkpoints load without renaming.
-    """
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16.0
-        self.conv = conv
-        self.register_buffer("blur_filter", kernel.repeat(conv.in_channels, 1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blurred = F.conv2d(x, self.blur_filter, stride=1, padding=1, groups=self.conv.in_channels)
-        return self.conv(blurred)
-
-
-def apply_blurpool(module: nn.Module) -> nn.Module:
-    """Wrap every ``Conv2d`` with stride > 1 and ``in_channels >= 16`` in :class:`BlurPoolConv2d`.
-
-    The same rule as FFCV's ImageNet recipe, which the MRL authors trained with; for
-    ResNet50 it wraps ``layer{2,3,4}.0.conv2`` and ``layer{2,3,4}.0.downsample.0``
-    (not the 3-channel stem). Works in place and returns ``module``.
-    """
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d) and max(child.stride) > 1 and child.in_channels >= 16:
-            setattr(module, name, BlurPoolConv2d(child))
-        else:
-            apply_blurpool(child)
-    return module
-
-
-def official_transform() -> torchvision.transforms.Compose:
-    """The authors' ImageNet inference transform (resize 256, center crop 224, normalize)."""
-    t = torchvision.transforms
-    return t.Compose(
-        [
-            t.Resize(256),
-            t.CenterCrop(224),
-            t.ToTensor(),
-            t.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-        ]
-    )
 
 
 # --------------------------------------------------------------------------- saving
@@ -277,8 +229,8 @@ def load_model(
     ``map_location`` is the device the returned model lives on.
     """
     path = Path(path)
-    if kind is not None and kind not in HEAD_KINDS:
-        raise ValueError(f"unknown kind {kind!r}: use one of {HEAD_KINDS}")
+    if kind is not None:
+        check_kind(kind)
     # Weights are read onto the CPU and the finished model is moved once.
     raw = load_checkpoint(path)
 
@@ -294,16 +246,9 @@ def load_model(
         transform = _dataset_transform(meta.get("dataset"))
         origin = f"saved config {raw['config']}"
     else:
-        config, state, layout = _from_official(raw, path.name, kind=kind, arch=arch)
-        class_names = _imagenet_class_names() if config["num_classes"] == 1000 else None
-        meta = {
-            "source": "official MRL release (Kusupati et al. 2022)",
-            "layout": layout,
-            "file": path.name,
-            # The registry's ImageNet eval transform is the authors' one, so a re-saved copy
-            # of this model keeps its transform.
-            "dataset": "imagenet",
-        }
+        config, state, layout = from_official(raw, path.name, kind=kind, arch=arch)
+        class_names = imagenet_class_names() if config["num_classes"] == 1000 else None
+        meta = official_meta(layout, path.name)
         transform = official_transform()
         origin = f"the authors' {layout} layout"
 
@@ -356,8 +301,8 @@ def _load_state(
             ("shape mismatches", mismatched),
         ):
             if items:
-                more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-                lines.append(f"  {label} ({len(items)}): {', '.join(items[:_MAX_LISTED])}{more}")
+                more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
+                lines.append(f"  {label} ({len(items)}): {', '.join(items[:MAX_LISTED])}{more}")
         lines.append(f"The checkpoint seems to be: {origin}; {_describe_head(state)}.")
         lines.append(
             "Omit kind= / arch= / nesting= / num_classes= to use the checkpoint's own, "
@@ -367,13 +312,8 @@ def _load_state(
     model.load_state_dict(state)
 
 
-def _head_indices(state: Mapping[str, torch.Tensor]) -> list[int]:
-    found = (re.fullmatch(r"fc\.nesting_classifier_(\d+)\.weight", k) for k in state)
-    return sorted(int(m.group(1)) for m in found if m)
-
-
 def _describe_head(state: Mapping[str, torch.Tensor]) -> str:
-    heads = _head_indices(state)
+    heads = head_indices(state)
     if heads:
         widths = [state[f"fc.nesting_classifier_{i}.weight"].shape[1] for i in heads]
         classes = state[f"fc.nesting_classifier_{heads[0]}.weight"].shape[0]
@@ -389,7 +329,7 @@ def _describe_head(state: Mapping[str, torch.Tensor]) -> str:
 def _dataset_transform(dataset: str | None) -> Callable | None:
     if not dataset:
         return None
-    from mrl_analysis.data.datasets import get_eval_transform  # lazy: only our checkpoints need it
+    from mrl_analysis.data.registry import get_eval_transform  # lazy: only our checkpoints need it
 
     try:
         return get_eval_transform(dataset)
@@ -399,93 +339,3 @@ def _dataset_transform(dataset: str | None) -> Callable | None:
             stacklevel=3,
         )
         return None
-
-
-def _imagenet_class_names() -> list[str]:
-    # torchvision ships the ImageNet-1k names (standard sorted-wnid order) in its weight
-    # metadata; reading them downloads nothing.
-    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-# --------------------------------------------------------------------------- authors' files
-
-
-def _kind_from_filename(name: str) -> HeadKind | None:
-    match = re.search(r"mrl([01])_e([01])_ff\d+", name)
-    if match is None:
-        return None
-    if match.group(2) == "1":
-        return "mrl-e"
-    return "mrl" if match.group(1) == "1" else "ff"
-
-
-def _from_official(
-    raw: Mapping[str, Any], filename: str, *, kind: HeadKind | None, arch: str | None
-) -> tuple[dict, dict[str, torch.Tensor], str]:
-    """Our ``config`` and ``state_dict`` (our key names) for an authors' state_dict."""
-    not_tensors = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(
-            f"{filename} is neither an mrl-analysis checkpoint (no 'format' entry) nor a plain "
-            f"state_dict (non-tensor entries: {not_tensors[:_MAX_LISTED]})"
-        )
-    state = dict(raw)
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-    arch = arch or OFFICIAL_ARCH
-    with torch.device("meta"):  # only the feature dim is needed; allocates nothing
-        _, feature_dim = build_backbone(arch)
-
-    heads = _head_indices(state)
-    if heads:
-        widths = [int(state[f"fc.nesting_classifier_{i}.weight"].shape[1]) for i in heads]
-        classes = int(state[f"fc.nesting_classifier_{heads[0]}.weight"].shape[0])
-        one_wide = len(heads) == 1 and widths[0] == feature_dim
-        if kind == "ff" or (kind == "mrl-e" and not one_wide):
-            raise ValueError(
-                f"{filename} has {len(heads)} nesting classifier(s) of widths {widths}, "
-                f"which is not a {kind} head; omit kind= or use kind='mrl'"
-            )
-        if one_wide and kind != "mrl":
-            kind, layout, sizes = "mrl-e", "MRL-E (new naming)", None
-        else:
-            kind, layout, sizes = "mrl", "MRL", widths
-    elif "fc.weight" in state:
-        classes, width = (int(s) for s in state["fc.weight"].shape)
-        if width < feature_dim:
-            if kind not in (None, "ff"):
-                raise ValueError(
-                    f"{filename} has a single fc head of width {width} < {feature_dim}: an "
-                    f"FF-{width} model, not {kind}; omit kind= or use kind='ff'"
-                )
-            kind = "ff"
-        else:
-            kind = kind or _kind_from_filename(filename)
-            if kind not in ("mrl-e", "ff"):
-                raise ValueError(
-                    f"{filename}: a single fc head of width {width} is either an MRL-E model "
-                    f"(the authors' old naming) or an FF-{width} model, and the keys cannot "
-                    "tell them apart. Pass kind='mrl-e' or kind='ff' (the authors' files are "
-                    "named r50_mrl0_e1_ff2048 for MRL-E and r50_mrl0_e0_ff2048 for FF-2048)"
-                )
-        if kind == "mrl-e":
-            layout, sizes = "MRL-E (old naming)", None
-            for p in ("weight", "bias"):
-                state[f"fc.nesting_classifier_0.{p}"] = state.pop(f"fc.{p}")
-        else:
-            layout, sizes = f"FF-{width}", [width]
-    else:
-        raise ValueError(
-            f"{filename} has no classifier head (no fc.* keys) - is it an MRL ResNet "
-            f"checkpoint? First keys: {list(state)[:_MAX_LISTED]}"
-        )
-
-    ours = {k if k.startswith("fc.") else f"backbone.{k}": v for k, v in state.items()}
-    config = {
-        "arch": arch,
-        "kind": kind,
-        "nesting": sizes,
-        "num_classes": classes,
-        "blurpool": any(k.endswith(".blur_filter") for k in state),
-    }
-    return config, ours, layout

@@ -21,8 +21,9 @@ import torch
 import torchvision
 from torch import nn
 
-HeadKind = Literal["mrl", "mrl-e", "ff"]
-HEAD_KINDS: tuple[str, ...] = ("mrl", "mrl-e", "ff")
+from mrl_analysis.core.checks import check_int, check_nesting
+from mrl_analysis.core.kinds import HeadKind, check_kind
+
 Stem = Literal["imagenet", "small"]
 
 
@@ -37,19 +38,6 @@ def default_nesting(feature_dim: int, smallest: int = 1) -> list[int]:
         sizes.append(m)
         m *= 2
     return [*sizes, feature_dim]
-
-
-def _check_nesting(nesting: Sequence[int], feature_dim: int) -> list[int]:
-    sizes = [int(m) for m in nesting]
-    if not sizes:
-        raise ValueError("nesting is empty: give at least one representation size")
-    if sorted(set(sizes)) != sizes:
-        raise ValueError(f"nesting must be strictly increasing, got {sizes}")
-    if sizes[0] < 1 or sizes[-1] > feature_dim:
-        raise ValueError(
-            f"nesting {sizes} must lie within 1..{feature_dim} (the backbone's feature dim)"
-        )
-    return sizes
 
 
 class MRLHead(nn.Module):
@@ -209,10 +197,8 @@ class MatryoshkaModel(nn.Module):
 
         MRL and FF accept their trained sizes; MRL-E accepts any ``1 <= m <= d``.
         """
-        m = int(truncate_dim)
+        m = check_int(truncate_dim, "truncate_dim", low=1, high=self.feature_dim)
         if self.kind == "mrl-e":
-            if not 1 <= m <= self.feature_dim:
-                raise ValueError(f"truncate_dim must be in 1..{self.feature_dim}, got {m}")
             return self.fc.logits_at(features, m)
         if m not in self.nesting:
             raise ValueError(
@@ -240,15 +226,14 @@ def build_model(
     ``nesting`` defaults to powers of two up to the feature dim (from 8 for d >= 1024,
     from 1 otherwise); ``ff_dim`` (FF only) defaults to the full feature dim.
     """
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown head kind {kind!r}: use one of {HEAD_KINDS}")
+    check_kind(kind)
     backbone, d = build_backbone(arch, in_channels=in_channels, stem=stem)
     if kind == "ff":
         k = int(ff_dim or (nesting[-1] if nesting else d))
-        _check_nesting([k], d)
+        check_nesting([k], d, name="ff_dim")
         head: nn.Module = FFHead(k, num_classes)
     else:
-        sizes = _check_nesting(nesting or default_nesting(d, 8 if d >= 1024 else 1), d)
+        sizes = check_nesting(nesting or default_nesting(d, 8 if d >= 1024 else 1), d)
         head = MRLHead(sizes, num_classes) if kind == "mrl" else MRLEHead(sizes, num_classes, d)
     config = {
         "arch": arch,

@@ -5,12 +5,15 @@ resume needs (optimizer, scheduler, RNG states, metrics so far). ``resume=True``
 after the last finished epoch and, with the same config, ends bit-identical to an
 uninterrupted run on the same machine: every epoch seeds its own shuffling and the global
 RNG (used by augmentation) from ``(seed, epoch)``, so no RNG state needs saving.
+
+Per-epoch validation accuracy is stored as a fraction in [0, 1] per nesting size
+(``meta["history"][i]["val_top1"]`` and, for the last epoch, ``meta["metrics"]``, keyed by
+the size as a string); the progress line shows it in percent.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from mrl_analysis.data.datasets import DatasetBundle, get_dataset
+from mrl_analysis.core.versions import library_versions
+from mrl_analysis.data.bundle import DatasetBundle
+from mrl_analysis.data.registry import get_dataset
 from mrl_analysis.models.checkpoints import load_checkpoint, save_checkpoint
 from mrl_analysis.models.loss import MatryoshkaCELoss
 from mrl_analysis.models.network import MatryoshkaModel, Stem, build_model
@@ -73,18 +77,6 @@ class TrainConfig:
         return cls(**values)
 
 
-def library_versions() -> dict[str, str]:
-    import mrl_analysis
-
-    return {
-        "mrl_analysis": mrl_analysis.__version__,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,7 +95,7 @@ def _limit(bundle: DatasetBundle, n: int | None, seed: int):
 def evaluate(
     model: MatryoshkaModel, loader: DataLoader, device: torch.device, progress: bool = False
 ) -> dict[int, float]:
-    """Top-1 accuracy (%) at every nesting size of ``model`` over ``loader``."""
+    """Top-1 accuracy (a fraction in [0, 1]) at every nesting size of ``model`` over ``loader``."""
     model.eval()
     correct = torch.zeros(len(model.nesting), dtype=torch.long)
     total = 0
@@ -111,9 +103,7 @@ def evaluate(
         logits = model(x.to(device))
         correct += (logits.argmax(-1).cpu() == y.unsqueeze(0)).sum(dim=1)
         total += len(y)
-    return {
-        m: 100.0 * c / max(total, 1) for m, c in zip(model.nesting, correct.tolist(), strict=True)
-    }
+    return {m: c / max(total, 1) for m, c in zip(model.nesting, correct.tolist(), strict=True)}
 
 
 def train(
@@ -239,7 +229,7 @@ def train(
             }
         )
         if progress:
-            sizes = ", ".join(f"{m}:{a:.1f}" for m, a in accuracy.items())
+            sizes = ", ".join(f"{m}:{100 * a:.1f}" for m, a in accuracy.items())
             tqdm.write(f"epoch {epoch + 1}: val top-1 % per size  {sizes}")
         save_checkpoint(
             output,

@@ -23,19 +23,51 @@ for MRL-E, whose shared head extends the previous logits).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 from sklearn.model_selection import ShuffleSplit
 
-from mrl_analysis.routing.oracle import check_nesting, check_scores
+from mrl_analysis.core.checks import check_int, check_nesting, check_scores
+from mrl_analysis.core.kinds import NESTED_KINDS
 
 DEFAULT_GRID = np.linspace(0.1, 1.0, 100)
-HeadKind = Literal["mrl", "mrl-e"]
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How a routing study learns and evaluates, shared by the cascade and the router.
+
+    ``n_splits`` random splits of the eval set; on each, ``holdout`` samples (a count, or
+    a share of the samples; the paper: 10,000 of 50,000) learn the cascade's thresholds or
+    the router's regressions and the rest evaluate them. ``grid``: the cascade's
+    candidate thresholds (default :data:`DEFAULT_GRID`; the router has none). Equal
+    ``holdout`` and ``seed`` give equal splits, and fewer ``n_splits`` the first of them,
+    so a cascade and a router compare on the same samples.
+    """
+
+    n_splits: int = 30
+    holdout: int | float = 0.2
+    grid: tuple[float, ...] | None = None
+    seed: int = 0
+
+    def splits(self, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (held-out, evaluation) index sets ``[S, n_h]``, ``[S, n_e]``."""
+        return holdout_splits(n_samples, self.n_splits, self.holdout, self.seed)
+
+    def thresholds(self) -> np.ndarray:
+        """The threshold grid, validated: non-empty and strictly increasing."""
+        return _grid(self.grid)
+
+    def first(self, n_splits: int) -> SplitSettings:
+        """The first ``n_splits`` of these splits (same holdout and seed)."""
+        return replace(self, n_splits=n_splits)
+
+
+#: The paper's cascade study: 30 random splits, a fifth held out.
+CASCADE_SETTINGS = SplitSettings()
 
 
 def confidence_and_correctness(
@@ -69,7 +101,7 @@ def confidence_and_correctness(
     if conf.min() < 0 or conf.max() > 1 + 1e-4:
         raise ValueError(
             "probabilities must be softmax outputs in [0, 1]; these look like logits: "
-            "pass cache.probabilities() or scipy.special.softmax(logits, axis=-1)"
+            "pass ScoreSet.probabilities() or mrl_analysis.core.numeric.softmax(logits)"
         )
     return conf, correct
 
@@ -79,6 +111,12 @@ def _grid(grid: Sequence[float] | None) -> np.ndarray:
     if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) <= 0):
         raise ValueError("grid must be a non-empty, strictly increasing 1-D list of thresholds")
     return t
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in NESTED_KINDS:
+        raise ValueError(f"kind must be 'mrl' (one head per size) or 'mrl-e', got {kind!r}")
+    return kind
 
 
 def _check_reduced(confidence: np.ndarray, correct: np.ndarray, nesting: Sequence[int]) -> list:
@@ -148,7 +186,7 @@ def _cascade_rows(
     evaluated: np.ndarray,
     correct: np.ndarray,
     sizes: list[int],
-    kind: HeadKind,
+    kind: str,
     num_classes: int | None,
 ) -> dict[str, np.ndarray]:
     """Metrics ``[G-1, S]`` for every cap (sizes 1..G-1) from uncapped stops ``[S, N]``.
@@ -157,8 +195,7 @@ def _cascade_rows(
     gives every cap at once: a cap at ``K`` keeps the samples stopping below ``K`` and
     sends the rest to ``K``.
     """
-    if kind not in ("mrl", "mrl-e"):
-        raise ValueError(f"kind must be 'mrl' (one head per size) or 'mrl-e', got {kind!r}")
+    _check_kind(kind)
     s, n = stop.shape
     g = len(sizes)
     keys = (np.arange(s)[:, None] * g + stop).ravel()
@@ -193,7 +230,7 @@ def evaluate_cascade(
     nesting: Sequence[int],
     thresholds: Sequence[float],
     *,
-    kind: HeadKind = "mrl",
+    kind: str = "mrl",
     num_classes: int | None = None,
 ) -> pd.DataFrame:
     """Accuracy and costs of the cascade with ``thresholds`` at every cap, one row per cap.
@@ -218,8 +255,7 @@ def holdout_splits(
 
     ``holdout`` is a sample count or a fraction (the paper: 10,000 of 50,000).
     """
-    if n_splits < 1:
-        raise ValueError(f"n_splits must be >= 1, got {n_splits}")
+    check_int(n_splits, "n_splits", low=1)
     try:
         splitter = ShuffleSplit(n_splits=n_splits, train_size=holdout, random_state=seed)
         pairs = list(splitter.split(np.empty((n_samples, 1))))
@@ -247,9 +283,15 @@ class CascadeStudy:
         return mean_std(self.results, "max_size", metrics, self.model)
 
     def points(self, method: str | None = None) -> pd.DataFrame:
-        """Rows for the accuracy-vs-size plane (see :func:`tradeoff_figure`)."""
+        """Rows for the accuracy-vs-size plane (see :mod:`~mrl_analysis.routing.tradeoff`)."""
         s = self.summary()
         return summary_points(s, method or self.model, [f"cap {m}" for m in s["max_size"]])
+
+    def threshold_summary(self) -> pd.DataFrame:
+        """Mean and std over splits of the learned threshold per size (``mean, std``)."""
+        return (
+            self.thresholds.groupby("truncate_dim")["threshold"].agg(["mean", "std"]).reset_index()
+        )
 
 
 def mean_std(results: pd.DataFrame, by: str, metrics: Sequence[str], model: str) -> pd.DataFrame:
@@ -279,18 +321,17 @@ def cascade_study_reduced(
     correct: np.ndarray,
     nesting: Sequence[int],
     *,
-    n_splits: int = 30,
-    holdout: int | float = 0.2,
-    grid: Sequence[float] | None = None,
-    kind: HeadKind = "mrl",
+    settings: SplitSettings = CASCADE_SETTINGS,
+    kind: str = "mrl",
     num_classes: int | None = None,
-    seed: int = 0,
     model: str = "MRL-AC",
 ) -> CascadeStudy:
     """:func:`cascade_study` on already reduced ``confidence`` / ``correct`` ``[G, N]``."""
     sizes = _check_reduced(confidence, correct, nesting)
-    t = _grid(grid)
-    held, evaluate = holdout_splits(confidence.shape[1], n_splits, holdout, seed)
+    _check_kind(kind)
+    t = settings.thresholds()
+    held, evaluate = settings.splits(confidence.shape[1])
+    n_splits = settings.n_splits
     # Grid indices stand in for confidences: p > grid[k] exactly when k < bins, so the
     # cascade runs on small ints and agrees with the search bit for bit.
     bins = np.searchsorted(t, confidence, side="left").astype(np.int16 if t.size < 2**15 else int)
@@ -324,15 +365,12 @@ def cascade_study(
     nesting: Sequence[int],
     *,
     tta_probabilities: np.ndarray | None = None,
-    n_splits: int = 30,
-    holdout: int | float = 0.2,
-    grid: Sequence[float] | None = None,
-    kind: HeadKind = "mrl",
-    seed: int = 0,
+    settings: SplitSettings = CASCADE_SETTINGS,
+    kind: str = "mrl",
     model: str = "MRL-AC",
 ) -> CascadeStudy:
-    """The paper's cascade study: thresholds learned on ``holdout`` samples, evaluated on
-    the rest, repeated over ``n_splits`` random splits, at every cap (Table 3)."""
+    """The paper's cascade study: thresholds learned on the held-out samples of each
+    split, evaluated on the rest, at every cap (Table 3); see :class:`SplitSettings`."""
     conf, correct = confidence_and_correctness(
         probabilities, labels, nesting, tta_probabilities=tta_probabilities
     )
@@ -340,174 +378,39 @@ def cascade_study(
         conf,
         correct,
         nesting,
-        n_splits=n_splits,
-        holdout=holdout,
-        grid=grid,
+        settings=settings,
         kind=kind,
         num_classes=probabilities.shape[2],
-        seed=seed,
         model=model,
     )
 
 
-def single_size_points(accuracy: pd.DataFrame) -> pd.DataFrame:
-    """Plane rows from per-size top-1 tables: :func:`mrl_analysis.routing.oracle.accuracy_by_size`
-    (``accuracy`` as a fraction) or :func:`mrl_analysis.accuracy.metrics.linear_accuracy`
-    (long format, ``metric == "top1"``, ``value`` in %)."""
-    if "metric" in accuracy.columns:
-        accuracy = accuracy[accuracy["metric"] == "top1"].assign(
-            accuracy=lambda t: t["value"] / 100.0
-        )
-    return pd.DataFrame(
-        {
-            "method": accuracy["model"].to_numpy(),
-            "label": [f"d = {m}" for m in accuracy["truncate_dim"]],
-            "expected_size": accuracy["truncate_dim"].to_numpy(dtype=float),
-            "expected_size_std": np.nan,
-            "expected_cumulative_size": accuracy["truncate_dim"].to_numpy(dtype=float),
-            "accuracy": accuracy["accuracy"].to_numpy(),
-            "accuracy_std": np.nan,
-        }
-    )
+def cascade_summary(studies: Mapping[str, CascadeStudy]) -> pd.DataFrame:
+    """Every study's summary (mean ± std over splits per cap; paper Table 3), stacked."""
+    return pd.concat([s.summary() for s in studies.values()], ignore_index=True)
 
 
-def oracle_points(oracle: pd.DataFrame, method: str = "oracle") -> pd.DataFrame:
-    """Plane rows from :func:`mrl_analysis.routing.oracle.oracle_summary` tables."""
-    return pd.DataFrame(
-        {
-            "method": method,
-            "label": oracle["model"].astype(str) + " oracle",
-            "expected_size": oracle["oracle_expected_size"].to_numpy(),
-            "expected_size_std": np.nan,
-            "expected_cumulative_size": np.nan,
-            "accuracy": oracle["oracle_accuracy"].to_numpy(),
-            "accuracy_std": np.nan,
-        }
-    )
+def best_cap(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per cascade, the cap with the best mean accuracy (the smallest such cap on ties)."""
+    ordered = summary.sort_values(["model", "max_size"])
+    best = ordered.loc[ordered.groupby("model", sort=False)["accuracy_mean"].idxmax()]
+    return best.reset_index(drop=True)
 
 
-def size_reduction(
-    points: pd.DataFrame, curve: str, baseline: str, tolerance: float = 0.0
+def lowest_thresholds(
+    studies: Mapping[str, CascadeStudy], lowest: float = float(DEFAULT_GRID[0])
 ) -> pd.DataFrame:
-    """For each ``baseline`` point, the cheapest ``curve`` point at least as accurate.
-
-    ``tolerance`` (accuracy, e.g. 0.001 = 0.1 points) loosens "as accurate". Columns:
-    ``baseline_size, baseline_accuracy, matched_size, matched_accuracy, size_ratio``
-    (baseline size / matched expected size; NaN where the curve never gets there) and
-    ``baseline_dominated``: a smaller baseline point is at least as accurate, so a ratio
-    against this one overstates the saving (say FF-512 below FF-8).
-    """
-    cur = points[points["method"] == curve].sort_values("expected_size")
-    base = points[points["method"] == baseline].sort_values("expected_size")
-    if cur.empty or base.empty:
-        raise ValueError(f"points need rows for method {curve!r} and {baseline!r}")
-    acc, size = cur["accuracy"].to_numpy(), cur["expected_size"].to_numpy()
-    reach = acc[None, :] >= base["accuracy"].to_numpy()[:, None] - tolerance
-    first = reach.argmax(axis=1)
-    found = reach.any(axis=1)
-    matched_size = np.where(found, size[first], np.nan)
-    base_acc = base["accuracy"].to_numpy()
-    best_smaller = np.maximum.accumulate(np.concatenate([[-np.inf], base_acc[:-1]]))
-    return pd.DataFrame(
-        {
-            "curve": curve,
-            "baseline": baseline,
-            "baseline_size": base["expected_size"].to_numpy(),
-            "baseline_accuracy": base["accuracy"].to_numpy(),
-            "matched_size": matched_size,
-            "matched_accuracy": np.where(found, acc[first], np.nan),
-            "size_ratio": base["expected_size"].to_numpy() / matched_size,
-            "baseline_dominated": best_smaller >= base_acc,
-        }
-    )
-
-
-def tradeoff_figure(
-    points: pd.DataFrame,
-    *,
-    x: str = "expected_size",
-    title: str = "Accuracy vs expected representation size",
-) -> go.Figure:
-    """Accuracy against (expected) size, one trace per ``method``, std as error bars.
-
-    Methods with a single row (e.g. the oracle) are drawn as stars.
-    """
-    fig = go.Figure()
-    for method, part in points.groupby("method", sort=False):
-        part = part.sort_values(x)
-        single = len(part) == 1
-        fig.add_trace(
-            go.Scatter(
-                x=part[x],
-                y=part["accuracy"],
-                name=str(method),
-                mode="markers" if single else "lines+markers",
-                marker={"symbol": "star", "size": 14} if single else {"size": 7},
-                text=part["label"],
-                hovertemplate="%{text}<br>size %{x:.1f}<br>accuracy %{y:.2%}<extra></extra>",
-                error_y={"type": "data", "array": part["accuracy_std"], "visible": True}
-                if part["accuracy_std"].notna().any()
-                else None,
-                error_x={"type": "data", "array": part[f"{x}_std"], "visible": True}
-                if f"{x}_std" in part and part[f"{x}_std"].notna().any()
-                else None,
-            )
-        )
-    fig.update_xaxes(type="log", title_text=x.replace("_", " "))
-    fig.update_yaxes(title_text="top-1 accuracy", tickformat=".1%")
-    # Legend below the plot: the right-hand side holds the annotated large-size points.
-    fig.update_layout(
-        title=title, legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0}
-    )
-    return fig
-
-
-def cascade_figure(
-    points: pd.DataFrame,
-    *,
-    curve: str = "MRL-AC",
-    baseline: str = "FF",
-    tolerance: float = 0.0,
-    x: str = "expected_size",
-) -> go.Figure:
-    """Figure 6: the cascade curve against single-size points, annotated with the
-    largest computed "same accuracy at k× smaller size" over the ``baseline`` points that
-    no smaller baseline point matches (see :func:`size_reduction`)."""
-    fig = tradeoff_figure(points, x=x, title="Adaptive classification (MRL cascades)")
-    if x != "expected_size" or baseline not in set(points["method"]):
-        return fig
-    red = size_reduction(points, curve, baseline, tolerance).dropna(subset=["size_ratio"])
-    red = red[~red["baseline_dominated"]]
-    if red.empty:
-        return fig
-    best = red.loc[red["size_ratio"].idxmax()]
-    # The text sits in a boxed label in the lower right corner, clear of the curves; the
-    # arrow alone joins the baseline point to the matching cascade point.
-    fig.add_annotation(
-        text=(
-            f"same accuracy as {baseline}-{best['baseline_size']:.0f} at "
-            f"{best['size_ratio']:.1f}× smaller size (~{best['matched_size']:.0f})"
-        ),
-        xref="paper",
-        yref="paper",
-        x=0.98,
-        y=0.04,
-        xanchor="right",
-        yanchor="bottom",
-        showarrow=False,
-        bgcolor="rgba(255, 255, 255, 0.85)",
-        bordercolor="#444",
-        borderwidth=1,
-    )
-    fig.add_annotation(
-        x=np.log10(best["matched_size"]),
-        y=best["matched_accuracy"],
-        ax=np.log10(best["baseline_size"]),
-        ay=best["baseline_accuracy"],
-        axref="x",
-        ayref="y",
-        showarrow=True,
-        arrowhead=2,
-        text="",
-    )
-    return fig
+    """Where the learned threshold is the grid's ``lowest`` value: moving up from that
+    size never helped on that split's held-out samples (ties go to the smallest threshold),
+    so on that split the cascade stops there. Columns ``model, truncate_dim, n_splits,
+    share_of_splits``, one row per model × size where it happened."""
+    rows = []
+    for name, study in studies.items():
+        th = study.thresholds
+        n = th["split"].nunique()
+        hits = th[np.isclose(th["threshold"], lowest)].groupby("truncate_dim").size()
+        rows += [
+            {"model": name, "truncate_dim": int(m), "n_splits": int(k), "share_of_splits": k / n}
+            for m, k in hits.items()
+        ]
+    return pd.DataFrame(rows, columns=["model", "truncate_dim", "n_splits", "share_of_splits"])

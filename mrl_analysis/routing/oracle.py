@@ -1,10 +1,7 @@
 """Oracle routing across nesting sizes (paper Appendix J, Tables 22-23).
 
 The oracle labels a sample correct when the prediction at *any* nesting size is correct;
-it is the ceiling for any policy that picks one size per sample. This module also holds
-the input checks and per-size correctness shared by the other issue-5 analyses
-(:mod:`~mrl_analysis.superclass.metrics`, :mod:`~mrl_analysis.superclass.per_class`,
-:mod:`~mrl_analysis.routing.cascade`, :mod:`~mrl_analysis.routing.router`).
+it is the ceiling for any policy that picks one size per sample.
 
 Inputs are plain arrays: ``scores`` (logits or probabilities) ``[G, N, C]`` with
 ``G = len(nesting)``, ``labels`` ``[N]``; the oracle functions also take predicted classes
@@ -18,67 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
+
+from mrl_analysis.core.checks import check_labels, check_nesting, check_scores
+from mrl_analysis.core.numeric import predictions
 
 NEVER = "never"
-
-
-def check_nesting(nesting: Sequence[int]) -> list[int]:
-    """``nesting`` as a list of strictly increasing positive ints, or a ValueError."""
-    sizes = [int(m) for m in nesting]
-    if not sizes:
-        raise ValueError("nesting is empty: give the representation size of every score row")
-    if sizes[0] < 1 or any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
-        raise ValueError(f"nesting must be strictly increasing positive sizes, got {sizes}")
-    return sizes
-
-
-def check_scores(
-    scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int], name: str = "scores"
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Validate ``scores [G, N, C]``, ``labels [N]`` and ``nesting`` (``G`` sizes).
-
-    Returns them as ``(ndarray, int64 ndarray, list[int])``; ``scores`` is not copied, so
-    a memory-mapped cache array stays lazy.
-    """
-    sizes = check_nesting(nesting)
-    if not hasattr(scores, "shape"):
-        scores = np.asarray(scores)
-    if scores.ndim != 3:
-        hint = f" (one size? pass {name}[None])" if scores.ndim == 2 else ""
-        raise ValueError(
-            f"{name} must have shape [len(nesting), N, num_classes], got {scores.shape}{hint}"
-        )
-    if scores.shape[0] != len(sizes):
-        raise ValueError(
-            f"{name} has {scores.shape[0]} rows but nesting has {len(sizes)} sizes {sizes}: "
-            "give one row per nesting size"
-        )
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.shape[0] != scores.shape[1]:
-        raise ValueError(
-            f"labels must have shape [N] = [{scores.shape[1]}] to match {name}, got {labels.shape}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[2]):
-        raise ValueError(
-            f"labels must lie in 0..{scores.shape[2] - 1} (the class axis of {name}), "
-            f"got {labels.min()}..{labels.max()}"
-        )
-    if labels.size == 0:
-        raise ValueError("no samples: labels is empty")
-    return scores, labels.astype(np.int64, copy=False), sizes
-
-
-def predictions(scores: np.ndarray) -> np.ndarray:
-    """Top-1 class per size and sample, ``int64 [G, N]``.
-
-    One size at a time, so a memory-mapped ``[G, N, C]`` array is read once and never
-    copied whole.
-    """
-    return np.stack([np.asarray(s).argmax(axis=-1) for s in scores])
 
 
 def correctness(scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int]) -> np.ndarray:
@@ -106,15 +47,15 @@ def _predictions_of(
         scores_arr, labels, sizes = check_scores(scores_arr, labels, nesting)
         return predictions(scores_arr), labels, sizes
     sizes = check_nesting(nesting)
-    labels = np.asarray(labels)
-    if scores_arr.shape != (len(sizes), labels.shape[0]) or labels.ndim != 1:
+    labels = check_labels(labels)
+    if scores_arr.shape != (len(sizes), labels.shape[0]):
         raise ValueError(
             f"predicted classes must have shape [len(nesting), N] = [{len(sizes)}, "
             f"{labels.shape[0]}] with labels [N], got {scores_arr.shape} and {labels.shape}"
         )
     if labels.size == 0:
         raise ValueError("no samples: labels is empty")
-    return np.asarray(scores_arr), labels.astype(np.int64, copy=False), sizes
+    return np.asarray(scores_arr), labels, sizes
 
 
 def first_correct_index(correct: np.ndarray) -> np.ndarray:
@@ -214,18 +155,12 @@ def first_correct_shares(
     )
 
 
-def first_correct_figure(table: pd.DataFrame, color: str = "eval_set") -> go.Figure:
-    """Bars of :func:`first_correct_shares` (one bar group per size, then "never")."""
-    order = list(dict.fromkeys(table["first_correct"]))
-    fig = px.bar(
-        table,
-        x="first_correct",
-        y="share",
-        color=color,
-        barmode="group",
-        category_orders={"first_correct": order},
-        labels={"first_correct": "first correct at size", "share": "share of samples"},
-        title="Samples first classified correctly at each size",
-    )
-    fig.update_yaxes(tickformat=".0%")
-    return fig
+def first_correct_table(shares: pd.DataFrame) -> pd.DataFrame:
+    """:func:`first_correct_shares` rows of one model as a table: one row per first-correct
+    size (then "never"), one column per eval set."""
+    if shares["model"].nunique() != 1:
+        raise ValueError("first_correct_table shows one model: filter the shares first")
+    wide = shares.pivot(index="first_correct", columns="eval_set", values="share")
+    wide = wide.loc[shares["first_correct"].unique(), shares["eval_set"].unique()]
+    wide.columns.name = None
+    return wide

@@ -13,8 +13,9 @@ and picks one size per sample:
    most likely correct size; large ``λ``: always the smallest).
 
 Evaluated on the rest of the data over the same random splits as
-:func:`mrl_analysis.routing.cascade.cascade_study` (same ``seed`` and ``holdout``), so the router,
-the cascade and the oracle share one plane (:func:`router_figure`).
+:func:`mrl_analysis.routing.cascade.cascade_study` (one
+:class:`~mrl_analysis.routing.cascade.SplitSettings`), so the router, the cascade and the
+oracle share one plane (:func:`~mrl_analysis.routing.plots.router_figure`).
 """
 
 from __future__ import annotations
@@ -24,22 +25,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from mrl_analysis.core.checks import check_nesting
 from mrl_analysis.routing.cascade import (
+    SplitSettings,
     confidence_and_correctness,
-    holdout_splits,
     mean_std,
     summary_points,
-    tradeoff_figure,
 )
-from mrl_analysis.routing.oracle import check_nesting
 
 DEFAULT_COST_WEIGHTS = np.concatenate([[0.0], np.geomspace(1e-6, 1.0, 61)])
+#: The router's default study: 10 of the cascade's random splits.
+ROUTER_SETTINGS = SplitSettings(n_splits=10)
 
 
 def _input_indices(nesting: list[int], input_sizes: Sequence[int] | None) -> list[int]:
@@ -100,7 +101,7 @@ class RouterStudy:
         return mean_std(self.results, "cost_weight", metrics, self.model)
 
     def points(self, method: str | None = None) -> pd.DataFrame:
-        """Rows for :func:`mrl_analysis.routing.cascade.tradeoff_figure`."""
+        """Rows for the accuracy-vs-size plane (see :mod:`~mrl_analysis.routing.tradeoff`)."""
         s = self.summary()
         return summary_points(s, method or self.model, [f"λ = {w:.2g}" for w in s["cost_weight"]])
 
@@ -112,13 +113,12 @@ def router_study(
     *,
     input_sizes: Sequence[int] | None = None,
     tta_probabilities: np.ndarray | None = None,
-    n_splits: int = 10,
-    holdout: int | float = 0.2,
+    settings: SplitSettings = ROUTER_SETTINGS,
     cost_weights: Sequence[float] | None = None,
-    seed: int = 0,
     model: str = "router",
 ) -> RouterStudy:
-    """Train the router on each held-out split and evaluate it on the rest at every ``λ``.
+    """Train the router on each held-out split and evaluate it on the rest at every ``λ``
+    (``settings``: the splits; its threshold grid is not used).
 
     ``expected_cumulative_size`` counts every head evaluated: the input sizes plus the
     chosen size when it is not one of them.
@@ -126,7 +126,7 @@ def router_study(
     _, correct = confidence_and_correctness(
         probabilities, labels, nesting, tta_probabilities=tta_probabilities
     )
-    sizes = [int(m) for m in nesting]
+    sizes = check_nesting(nesting)
     weights = np.asarray(DEFAULT_COST_WEIGHTS if cost_weights is None else cost_weights, float)
     if weights.ndim != 1 or weights.size == 0 or np.any(weights < 0):
         raise ValueError("cost_weights must be a non-empty 1-D list of values >= 0")
@@ -137,9 +137,9 @@ def router_study(
     size_arr = np.asarray(sizes, dtype=np.float64)
     input_cost = size_arr[idx].sum()
     extra = np.where(np.isin(np.arange(len(sizes)), idx), 0.0, size_arr)
-    held, evaluate = holdout_splits(correct.shape[1], n_splits, holdout, seed)
+    held, evaluate = settings.splits(correct.shape[1])
     rows = []
-    for s in tqdm(range(n_splits), desc="router splits", leave=False):
+    for s in tqdm(range(settings.n_splits), desc="router splits", leave=False):
         h, e = held[s], evaluate[s]
         prob = np.stack(
             [_fit_predict(features[h], correct[g, h], features[e]) for g in range(len(sizes))]
@@ -158,9 +158,3 @@ def router_study(
             )
         )
     return RouterStudy(model=model, results=pd.concat(rows, ignore_index=True))
-
-
-def router_figure(points: pd.DataFrame, x: str = "expected_size") -> go.Figure:
-    """Router vs threshold cascade vs oracle (and single sizes) on the accuracy-vs-size
-    plane; ``points`` concatenates their ``points()`` / ``*_points`` rows."""
-    return tradeoff_figure(points, x=x, title="Learned router vs threshold cascade vs oracle")

@@ -1,162 +1,52 @@
-"""The routing studies (issue 5) on named caches: notebooks 02 and 03 in a few calls.
+"""The routing studies (issue 5) on named caches: notebook 03 in a few calls.
 
-The analyses in :mod:`~mrl_analysis.superclass.metrics`, :mod:`~mrl_analysis.superclass.per_class`,
-:mod:`~mrl_analysis.routing.oracle`, :mod:`~mrl_analysis.routing.cascade` and :mod:`~mrl_analysis.routing.router`
-take arrays ``[G, N, C]``. This module turns a set of named :class:`EmbeddingCache`
+The analyses in :mod:`~mrl_analysis.routing.oracle`,
+:mod:`~mrl_analysis.routing.cascade` and :mod:`~mrl_analysis.routing.router` take arrays
+``[G, N, C]``. This module turns a set of named :class:`EmbeddingCache`
 objects (one eval split) into such arrays and runs those analyses over every model:
 
 * :func:`score_sets`: one :class:`ScoreSet` per MRL / MRL-E model, and the FF-k models
   stacked into a single ``[G, N, C]`` set named ``"FF"`` (each contributes its one size),
   so that "MRL vs FF at the same sizes" is the same call for both;
-* :func:`superclass_map_for`: the superclass hierarchy from the cache, a user JSON file
-  or a WordNet depth;
-* table builders over all sets (:func:`superclass_tables`, :func:`per_class_tables`,
-  :func:`oracle_tables`, :func:`accuracy_tables`, :func:`cascade_studies`) and the
-  points of the accuracy-vs-cost plane (:func:`tradeoff_points`);
-* figure touches the notebooks need: :func:`per_class_heatmap` and :func:`zoom_tradeoff`
-  for the accuracy-vs-size plane.
+* :func:`eval_score_sets`: the score sets of named checkpoints on every eval split (and
+  on flipped inputs), from their caches;
+* table builders over all sets (:func:`oracle_tables`, :func:`accuracy_tables`,
+  :func:`cascade_studies`, :func:`score_set_router`);
+* the notebook's two analyses in one call each: :func:`cascade_analysis` (Table 3,
+  Figure 6 and the cost views) and :func:`router_analysis` (router vs cascade vs oracle).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 
-from mrl_analysis.cache.reader import EmbeddingCache
-from mrl_analysis.cache.scores import ScoreSet
+from mrl_analysis.cache.experiment import HFLIP_SUFFIX, build_caches, build_flipped_caches
+from mrl_analysis.cache.scores import FF_NAME, ScoreSet, score_sets
 from mrl_analysis.core.kinds import NESTED_KINDS
-from mrl_analysis.data import wordnet
-from mrl_analysis.data.hierarchy import SuperclassMap, load_hierarchy
 from mrl_analysis.routing.cascade import (
-    DEFAULT_GRID,
+    CASCADE_SETTINGS,
     CascadeStudy,
+    SplitSettings,
+    best_cap,
     cascade_study,
-    oracle_points,
-    single_size_points,
+    cascade_summary,
+    lowest_thresholds,
 )
 from mrl_analysis.routing.oracle import (
     accuracy_by_size,
     first_correct_shares,
     oracle_summary,
 )
-from mrl_analysis.routing.router import RouterStudy
-from mrl_analysis.superclass.metrics import (
-    per_superclass_accuracy,
-    superclass_accuracy,
-)
-from mrl_analysis.superclass.per_class import per_class_accuracy
+from mrl_analysis.routing.router import ROUTER_SETTINGS, RouterStudy, router_study
+from mrl_analysis.routing.tradeoff import size_reduction, size_reductions, tradeoff_points
 
 #: Appended to a cascade's name when it averages plain and flipped-input probabilities.
 TTA_SUFFIX = " + flip TTA"
-
-
-def superclass_map_for(
-    scores: ScoreSet | EmbeddingCache,
-    hierarchy: str | os.PathLike | Mapping[str, str] | None = None,
-    *,
-    wordnet_depth: int | None = None,
-    wordnet_superclasses: Sequence[str] | None = None,
-    superclasses: Sequence[str] | None = None,
-    reject: str | None = None,
-) -> SuperclassMap:
-    """The :class:`SuperclassMap` of ``scores``' classes from one source of superclasses.
-
-    * default: the hierarchy stored in the cache (the dataset's built-in one, e.g.
-      Fashion-MNIST's tops / bottoms / dresses / footwear / bags);
-    * ``hierarchy``: a JSON file or dict mapping class ids *or* class names to superclasses;
-    * ``wordnet_depth``: the WordNet ancestor that many edges below the root (classes must
-      be WordNet ids, as on ImageNet-derived data);
-    * ``wordnet_superclasses``: chosen WordNet synsets (ids such as ``"n01503061"``, bird):
-      each class goes to the first listed synset it descends from, the others to ``reject``
-      (required when some class descends from none).
-
-    ``superclasses`` and ``reject`` are passed to :meth:`SuperclassMap.from_hierarchy`
-    (on ImageNet, ``reject="other"`` gives the paper's 31-way setup).
-    """
-    ids, names = list(scores.class_ids), list(scores.class_names)
-    given = [
-        name
-        for name, value in {
-            "hierarchy": hierarchy,
-            "wordnet_depth": wordnet_depth,
-            "wordnet_superclasses": wordnet_superclasses,
-        }.items()
-        if value is not None
-    ]
-    if len(given) > 1:
-        raise ValueError(f"give one source of superclasses, not {' and '.join(given)}")
-    if wordnet_depth is not None or wordnet_superclasses is not None:
-        wn = wordnet.load_wordnet()
-        unknown = [c for c in ids if c not in wn]
-        if unknown:
-            raise ValueError(
-                f"{given[0]} needs WordNet ids as class ids, but {len(unknown)} are not "
-                f"(e.g. {unknown[:3]}); pass hierarchy='<file>.json' instead"
-            )
-        tree: Mapping[str, str] = (
-            wn.superclass_map(ids, depth=wordnet_depth)
-            if wordnet_depth is not None
-            else wn.superclass_map(ids, superclasses=wordnet_superclasses, reject=reject)
-        )
-    elif hierarchy is not None:
-        given = (
-            load_hierarchy(hierarchy) if isinstance(hierarchy, (str, os.PathLike)) else hierarchy
-        )
-        by_id = {c: given.get(c, given.get(n)) for c, n in zip(ids, names, strict=True)}
-        tree = {c: p for c, p in by_id.items() if p is not None}
-        if not tree:
-            raise ValueError(
-                "the hierarchy names none of the classes by id or name; its keys look like "
-                f"{list(given)[:3]}, the classes like {ids[:3]}"
-            )
-    else:
-        if scores.hierarchy is None:
-            raise ValueError(
-                "the cache stores no class hierarchy for this dataset: pass hierarchy= "
-                "(a JSON file class -> superclass) or wordnet_depth= (ImageNet-like data)"
-            )
-        tree = scores.hierarchy
-    return SuperclassMap.from_hierarchy(tree, ids, superclasses=superclasses, reject=reject)
-
-
-def superclass_members(smap: SuperclassMap, class_names: Sequence[str]) -> pd.DataFrame:
-    """One row per superclass: ``superclass, n_classes, classes`` (names, comma-joined)."""
-    names = np.asarray(class_names, dtype=object)
-    return pd.DataFrame(
-        {
-            "superclass": smap.names,
-            "n_classes": [int((smap.index == i).sum()) for i in range(len(smap.names))],
-            "classes": [", ".join(names[smap.index == i]) for i in range(len(smap.names))],
-        }
-    )
-
-
-def superclass_tables(
-    sets: Mapping[str, ScoreSet], smap: SuperclassMap
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`superclass_accuracy` and :func:`per_superclass_accuracy` of every set,
-    concatenated (``model`` = the set's name)."""
-    overall, per_super = [], []
-    for name, s in sets.items():
-        overall.append(superclass_accuracy(s.logits, s.labels, s.nesting, smap, model=name))
-        per_super.append(per_superclass_accuracy(s.logits, s.labels, s.nesting, smap, model=name))
-    return pd.concat(overall, ignore_index=True), pd.concat(per_super, ignore_index=True)
-
-
-def per_class_tables(sets: Mapping[str, ScoreSet]) -> pd.DataFrame:
-    """:func:`per_class_accuracy` of every set (relative to each set's largest size)."""
-    return pd.concat(
-        [
-            per_class_accuracy(s.logits, s.labels, s.nesting, class_names=s.class_names, model=n)
-            for n, s in sets.items()
-        ],
-        ignore_index=True,
-    )
 
 
 def accuracy_tables(sets: Mapping[str, ScoreSet]) -> pd.DataFrame:
@@ -167,52 +57,66 @@ def accuracy_tables(sets: Mapping[str, ScoreSet]) -> pd.DataFrame:
     )
 
 
-def at_sizes(table: pd.DataFrame, model: str, sizes: Sequence[int], label: str) -> pd.DataFrame:
-    """The rows of ``model`` at ``sizes`` only, renamed ``label`` (e.g. MRL at the FF sizes,
-    for trends over the same size grid)."""
-    part = table[(table["model"] == model) & table["truncate_dim"].isin(list(sizes))]
-    missing = sorted(set(int(m) for m in sizes) - set(part["truncate_dim"].astype(int)))
-    if missing:
-        raise ValueError(f"{model!r} has no rows at sizes {missing}")
-    return part.assign(model=label).reset_index(drop=True)
+def flipped_split(split: str) -> str:
+    """The name of ``split``'s flipped-input eval set (``"test"`` -> ``"test-hflip"``)."""
+    return f"{split}-{HFLIP_SUFFIX}"
 
 
-def paired_by_size(table: pd.DataFrame, metric: str, model: str, baseline: str) -> pd.DataFrame:
-    """``metric`` of ``model`` and ``baseline`` at the sizes both have, with the difference.
+def cascade_name(model: str, tta: bool = False) -> str:
+    """The name :func:`cascade_studies` gives ``model``'s cascade (with flip TTA or not)."""
+    return f"{model}-AC{TTA_SUFFIX if tta else ''}"
 
-    Columns: ``truncate_dim, <model>, <baseline>, difference`` (model − baseline).
+
+def eval_score_sets(
+    models: Mapping[str, str | os.PathLike],
+    dataset: str,
+    eval_splits: Sequence[str],
+    *,
+    tta: bool = False,
+    ff_name: str = FF_NAME,
+    cache_root: str | os.PathLike = "data/cache",
+    data_root: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, ScoreSet]]:
+    """``{eval set: score_sets(...)}`` of the named checkpoints on every split in
+    ``eval_splits``, from their caches (built or refreshed when needed).
+
+    With ``tta`` the first split is also embedded with horizontally flipped inputs, under
+    :func:`flipped_split` of it: the paper's test-time augmentation for cascades, and one
+    more eval set for the oracle table.
     """
-    known = set(table["model"])
-    for who in (model, baseline):
-        if who not in known:
-            raise ValueError(f"no rows for model {who!r}; the table has {sorted(known)}")
-    wide = table[table["model"].isin([model, baseline])].pivot_table(
-        index="truncate_dim", columns="model", values=metric
-    )
-    wide = wide.dropna()[[model, baseline]]
-    wide.columns.name = None
-    return wide.assign(difference=wide[model] - wide[baseline]).reset_index()
+    splits = list(eval_splits)
+    if not splits:
+        raise ValueError("eval_splits is empty: give at least one split, e.g. ['test']")
+    where = {"cache_root": cache_root, "data_root": data_root, "progress": progress}
+    caches = build_caches(models, dataset, splits, **where)
+    if tta:
+        flip = flipped_split(splits[0])
+        flipped = build_flipped_caches(models, dataset, splits[:1], **where)
+        for name, per_split in caches.items():
+            per_split[flip] = flipped[name][flip]
+        splits.append(flip)
+    return {
+        split: score_sets({name: per_split[split] for name, per_split in caches.items()}, ff_name)
+        for split in splits
+    }
 
 
-def per_class_heatmap(table: pd.DataFrame, value: str = "accuracy") -> go.Figure:
-    """Classes × sizes heatmap of ``value`` from :func:`per_class_accuracy` (one model)."""
-    if table["model"].nunique() != 1:
-        raise ValueError("per_class_heatmap draws one model: filter the table first")
-    wide = table.pivot(index="class_name", columns="truncate_dim", values=value)
-    wide = wide.loc[table.drop_duplicates("class_index").sort_values("class_index")["class_name"]]
-    wide.columns = [str(m) for m in wide.columns]
-    fig = px.imshow(
-        wide,
-        color_continuous_scale="Viridis",
-        zmin=0 if value == "accuracy" else None,
-        zmax=1 if value == "accuracy" else None,
-        text_auto=".0%" if len(wide) <= 40 else False,
-        aspect="auto",
-        labels={"x": "representation size", "y": "class", "color": value.replace("_", " ")},
-        title=f"Per-class {value.replace('_', ' ')} across sizes ({table['model'].iloc[0]})",
+def score_set_overview(sets_by_eval: Mapping[str, Mapping[str, ScoreSet]]) -> pd.DataFrame:
+    """One row per eval set × score set: ``eval_set, model, kind, sizes, samples``."""
+    return pd.DataFrame(
+        [
+            {
+                "eval_set": e,
+                "model": n,
+                "kind": s.kind,
+                "sizes": s.nesting,
+                "samples": len(s.labels),
+            }
+            for e, sets in sets_by_eval.items()
+            for n, s in sets.items()
+        ]
     )
-    fig.update_layout(height=max(400, 28 * len(wide) + 150))
-    return fig
 
 
 def oracle_tables(
@@ -239,18 +143,15 @@ def oracle_tables(
 def cascade_studies(
     sets: Mapping[str, ScoreSet],
     tta_sets: Mapping[str, ScoreSet] | None = None,
+    settings: SplitSettings = CASCADE_SETTINGS,
     *,
-    n_splits: int = 30,
-    holdout: int | float = 0.2,
-    grid: Sequence[float] | None = None,
-    seed: int = 0,
     tta_suffix: str = TTA_SUFFIX,
 ) -> dict[str, CascadeStudy]:
     """:func:`cascade_study` of every MRL / MRL-E set, named ``"<model>-AC"``.
 
     With ``tta_sets`` (the same models on flipped inputs) each model also gets a
     ``"<model>-AC<tta_suffix>"`` study on the averaged probabilities. All studies use the
-    same random splits (same ``seed``).
+    same random splits (one ``settings``).
     """
     nested = {n: s for n, s in sets.items() if s.kind in NESTED_KINDS}
     if not nested:
@@ -269,126 +170,166 @@ def cascade_studies(
                 s.labels,
                 s.nesting,
                 tta_probabilities=tta,
-                n_splits=n_splits,
-                holdout=holdout,
-                grid=grid,
+                settings=settings,
                 kind=s.kind,
-                seed=seed,
                 model=label,
             )
     return studies
 
 
-def lowest_thresholds(
-    studies: Mapping[str, CascadeStudy], lowest: float = float(DEFAULT_GRID[0])
-) -> pd.DataFrame:
-    """Where the learned threshold is the grid's ``lowest`` value: moving up from that
-    size never helped on that split's held-out samples (ties go to the smallest threshold),
-    so on that split the cascade stops there. Columns ``model, truncate_dim, n_splits,
-    share_of_splits``, one row per model × size where it happened."""
-    rows = []
-    for name, study in studies.items():
-        th = study.thresholds
-        n = th["split"].nunique()
-        hits = th[np.isclose(th["threshold"], lowest)].groupby("truncate_dim").size()
-        rows += [
-            {"model": name, "truncate_dim": int(m), "n_splits": int(k), "share_of_splits": k / n}
-            for m, k in hits.items()
-        ]
-    return pd.DataFrame(rows, columns=["model", "truncate_dim", "n_splits", "share_of_splits"])
-
-
-def cascade_summary(studies: Mapping[str, CascadeStudy]) -> pd.DataFrame:
-    """Every study's summary (mean ± std over splits per cap; paper Table 3), stacked."""
-    return pd.concat([s.summary() for s in studies.values()], ignore_index=True)
-
-
-def tradeoff_points(
+def score_set_router(
+    scores: ScoreSet,
+    tta: ScoreSet | None = None,
+    settings: SplitSettings = ROUTER_SETTINGS,
     *,
-    studies: Mapping[str, CascadeStudy] | None = None,
-    single_sizes: pd.DataFrame | None = None,
-    oracle: pd.DataFrame | None = None,
-    routers: Sequence[RouterStudy] = (),
-    num_classes: int,
-) -> pd.DataFrame:
-    """Points of the accuracy-vs-cost plane for :func:`~mrl_analysis.routing.cascade.tradeoff_figure`.
+    input_sizes: Sequence[int] | None = None,
+    model: str = "router",
+) -> RouterStudy:
+    """:func:`~mrl_analysis.routing.router.router_study` of one MRL / MRL-E score set
+    (``tta``: the same model on flipped inputs, averaged in as for the cascades)."""
+    if scores.kind not in NESTED_KINDS:
+        raise ValueError(f"{scores.name!r} is an FF set: the router needs nested sizes")
+    return router_study(
+        scores.probabilities(),
+        scores.labels,
+        scores.nesting,
+        input_sizes=input_sizes,
+        tta_probabilities=None if tta is None else tta.probabilities(),
+        settings=settings,
+        model=model,
+    )
 
-    ``studies``: cascades; ``single_sizes``: :func:`accuracy_tables` rows (one curve per
-    model); ``oracle``: :func:`oracle_tables` summary rows (one star each); ``routers``:
-    learned routers. Columns: ``method, label, accuracy(_std), expected_size(_std),
-    expected_cumulative_size(_std), expected_head_macs(_std)``. Head multiply-adds: a
-    cascade's own count; ``num_classes × size`` for a single size; ``num_classes ×
-    cumulative size`` for a router (separate MRL heads); none for the oracle.
+
+def model_oracle(oracle: pd.DataFrame, model: str, eval_set: str) -> pd.DataFrame:
+    """The :func:`oracle_tables` summary row of ``model`` on ``eval_set`` (a one-row table)."""
+    row = oracle[(oracle["eval_set"] == eval_set) & (oracle["model"] == model)]
+    if len(row) != 1:
+        raise ValueError(f"the oracle table has no single row for {model!r} on {eval_set!r}")
+    return row
+
+
+@dataclass(frozen=True)
+class CascadeAnalysis:
+    """Cascades of every MRL / MRL-E model and the planes notebook 03 draws.
+
+    ``curve``: the main cascade (``model``'s, with flip TTA when used); ``cascades``: the
+    model's cascades (plain, then TTA); ``summary`` / ``best`` / ``stalled``:
+    :func:`~mrl_analysis.routing.cascade.cascade_summary`, ``best_cap`` and
+    ``lowest_thresholds``; ``points``: Figure 6's plane (the model's cascades, the model's
+    and the FF single sizes, the model's oracle); ``cost_points``: every cascade and every
+    single size (no oracle), for the head-compute view; ``reductions``: the model's
+    cascades against FF (:func:`~mrl_analysis.routing.tradeoff.size_reductions`; None
+    without FF models).
     """
-    parts = []
-    for study in (studies or {}).values():
-        s = study.summary()
-        p = study.points()
-        parts.append(
-            p.assign(
-                expected_cumulative_size_std=s["expected_cumulative_size_std"].to_numpy(),
-                expected_head_macs=s["expected_head_macs_mean"].to_numpy(),
-                expected_head_macs_std=s["expected_head_macs_std"].to_numpy(),
-            )
-        )
-    if single_sizes is not None:
-        p = single_size_points(single_sizes)
-        parts.append(p.assign(expected_head_macs=p["expected_size"] * num_classes))
-    if oracle is not None:
-        parts.append(oracle_points(oracle).assign(expected_head_macs=np.nan))
-    for router in routers:
-        p = router.points()
-        s = router.summary()
-        parts.append(
-            p.assign(
-                expected_cumulative_size_std=s["expected_cumulative_size_std"].to_numpy(),
-                expected_head_macs=p["expected_cumulative_size"] * num_classes,
-                expected_head_macs_std=s["expected_cumulative_size_std"].to_numpy() * num_classes,
-            )
-        )
-    if not parts:
-        raise ValueError("nothing to plot: give studies, single_sizes, oracle or routers")
-    columns = [
-        "method",
-        "label",
-        "accuracy",
-        "accuracy_std",
-        "expected_size",
-        "expected_size_std",
-        "expected_cumulative_size",
-        "expected_cumulative_size_std",
-        "expected_head_macs",
-        "expected_head_macs_std",
-    ]
-    return pd.concat(parts, ignore_index=True).reindex(columns=columns)
+
+    studies: dict[str, CascadeStudy]
+    curve: str
+    cascades: list[str]
+    summary: pd.DataFrame
+    best: pd.DataFrame
+    stalled: pd.DataFrame
+    single: pd.DataFrame
+    points: pd.DataFrame
+    cost_points: pd.DataFrame
+    reductions: pd.DataFrame | None
 
 
-def best_cap(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per cascade, the cap with the best mean accuracy (the smallest such cap on ties)."""
-    ordered = summary.sort_values(["model", "max_size"])
-    best = ordered.loc[ordered.groupby("model", sort=False)["accuracy_mean"].idxmax()]
-    return best.reset_index(drop=True)
-
-
-def zoom_tradeoff(
-    fig: go.Figure,
-    points: pd.DataFrame,
-    focus: Sequence[str],
+def cascade_analysis(
+    sets: Mapping[str, ScoreSet],
+    tta_sets: Mapping[str, ScoreSet] | None,
+    oracle: pd.DataFrame,
+    settings: SplitSettings = CASCADE_SETTINGS,
     *,
-    x: str = "expected_size",
-    margin: float = 0.01,
-) -> go.Figure:
-    """Zoom a :func:`~mrl_analysis.routing.cascade.tradeoff_figure` of ``points`` on the methods
-    ``focus``: y from their lowest accuracy − ``margin`` to the highest accuracy of any
-    point + ``margin``; the log x axis spans the points inside that y range, widened by a
-    factor 1.3 each side. In place; returns ``fig``."""
-    chosen = points[points["method"].isin(list(focus))]
-    if chosen.empty:
-        raise ValueError(f"no points for methods {list(focus)}; the table has {set(points.method)}")
-    lo = float(chosen["accuracy"].min()) - margin
-    hi = float(points["accuracy"].max()) + margin
-    inside = points[(points["accuracy"] >= lo) & (points[x] > 0)][x].dropna()
-    fig.update_yaxes(range=[lo, hi])
-    if not inside.empty:
-        fig.update_xaxes(range=np.log10([inside.min() / 1.3, inside.max() * 1.3]).tolist())
-    return fig
+    model: str,
+    eval_set: str,
+    ff_name: str = FF_NAME,
+    tolerance: float = 0.0,
+) -> CascadeAnalysis:
+    """:func:`cascade_studies` of ``sets`` (one eval set, ``eval_set``; ``tta_sets``: the
+    same on flipped inputs, or None) and the tables built from them; ``oracle``: the
+    :func:`oracle_tables` summary; ``tolerance``: a fraction (0.001 = 0.1 points)."""
+    if model not in sets:
+        raise ValueError(f"no model {model!r} among the sets {list(sets)}")
+    studies = cascade_studies(sets, tta_sets, settings)
+    curve = cascade_name(model, tta_sets is not None)
+    cascades = list(dict.fromkeys([cascade_name(model), curve]))
+    summary = cascade_summary(studies)
+    single = accuracy_tables(sets)
+    num_classes = sets[model].num_classes
+    points = tradeoff_points(
+        studies={name: studies[name] for name in cascades},
+        single_sizes=single[single["model"].isin([model, ff_name])],
+        oracle=model_oracle(oracle, model, eval_set),
+        num_classes=num_classes,
+    )
+    reductions = None
+    if ff_name in sets:
+        reductions = size_reductions(points, [curve, *cascades], ff_name, tolerance)
+    return CascadeAnalysis(
+        studies=studies,
+        curve=curve,
+        cascades=cascades,
+        summary=summary,
+        best=best_cap(summary),
+        stalled=lowest_thresholds(studies),
+        single=single,
+        points=points,
+        cost_points=tradeoff_points(studies=studies, single_sizes=single, num_classes=num_classes),
+        reductions=reductions,
+    )
+
+
+@dataclass(frozen=True)
+class RouterAnalysis:
+    """The learned router against the main cascade and the oracle.
+
+    ``points``: the plane (the cascade, the model's single sizes, its oracle, the router);
+    ``match``: :func:`~mrl_analysis.routing.tradeoff.size_reduction` with the router as
+    the curve and the cascade as the baseline; ``oracle`` / ``cascade_best``: the model's
+    oracle row and the cascade's best cap row.
+    """
+
+    router: RouterStudy
+    points: pd.DataFrame
+    match: pd.DataFrame
+    oracle: pd.Series
+    cascade_best: pd.Series
+
+
+def router_analysis(
+    sets: Mapping[str, ScoreSet],
+    tta_sets: Mapping[str, ScoreSet] | None,
+    cascades: CascadeAnalysis,
+    oracle: pd.DataFrame,
+    settings: SplitSettings = ROUTER_SETTINGS,
+    *,
+    model: str,
+    eval_set: str,
+    input_sizes: Sequence[int] | None = None,
+    tolerance: float = 0.0,
+) -> RouterAnalysis:
+    """:func:`score_set_router` of ``model`` (with flip TTA when ``tta_sets`` is given, like
+    the cascade) and its comparison with ``cascades.curve`` and the oracle."""
+    router = score_set_router(
+        sets[model],
+        None if tta_sets is None else tta_sets[model],
+        settings,
+        input_sizes=input_sizes,
+    )
+    model_row = model_oracle(oracle, model, eval_set)
+    single = cascades.single
+    points = tradeoff_points(
+        studies={cascades.curve: cascades.studies[cascades.curve]},
+        single_sizes=single[single["model"] == model],
+        oracle=model_row,
+        routers=[router],
+        num_classes=sets[model].num_classes,
+    )
+    best = cascades.best
+    return RouterAnalysis(
+        router=router,
+        points=points,
+        match=size_reduction(points, router.model, cascades.curve, tolerance),
+        oracle=model_row.iloc[0],
+        cascade_best=best[best["model"] == cascades.curve].iloc[0],
+    )

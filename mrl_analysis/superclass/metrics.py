@@ -1,11 +1,10 @@
 """Superclass accuracy across nesting sizes (paper §5, Figures 10-11, Tables 24-25).
 
 Fine-class predictions are mapped to superclasses through a :class:`SuperclassMap`,
-built by :meth:`SuperclassMap.from_hierarchy` from a hierarchy ``{class_id: superclass
-name}`` (``DatasetBundle.hierarchy``, ``EmbeddingCache.hierarchy``,
-:mod:`mrl_analysis.data.wordnet` or a user JSON file). Classes outside the chosen superclasses
-can fall into one extra *reject* superclass, as in the paper's 31-way ImageNet setup
-(30 WordNet superclasses + reject).
+built by the library's one resolver, :func:`mrl_analysis.data.hierarchy.resolve_superclasses`
+(the data's stored hierarchy, a user JSON file or WordNet). Classes outside the chosen
+superclasses can fall into one extra *reject* superclass, as in the paper's 31-way ImageNet
+setup (30 WordNet superclasses + reject). All rates are fractions in [0, 1].
 
 Three metrics per size, overall and per superclass:
 
@@ -23,11 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 
+from mrl_analysis.core.checks import check_scores
+from mrl_analysis.core.numeric import predictions
 from mrl_analysis.data.hierarchy import SuperclassMap
-from mrl_analysis.routing.oracle import check_scores, predictions
 
 
 def _check_map(smap: SuperclassMap, num_classes: int) -> None:
@@ -134,70 +132,35 @@ def per_superclass_accuracy(
     return table[table["n_samples"] > 0].reset_index(drop=True)
 
 
-def size_figure(
-    table: pd.DataFrame,
-    y: str,
-    *,
-    color: str = "model",
-    title: str | None = None,
-    y_title: str | None = None,
-    percent: bool = True,
-) -> go.Figure:
-    """Lines of ``y`` against ``truncate_dim`` (log axis ticked at the sizes), one per
-    ``color`` value; the shared shape of the superclass figures."""
-    fig = px.line(
-        table.sort_values("truncate_dim"),
-        x="truncate_dim",
-        y=y,
-        color=color,
-        markers=True,
-        log_x=True,
-        title=title,
-        labels={"truncate_dim": "representation size", y: y_title or y.replace("_", " ")},
-    )
-    sizes = sorted(table["truncate_dim"].unique())
-    fig.update_xaxes(tickvals=sizes, ticktext=[str(m) for m in sizes])
-    if percent:
-        fig.update_yaxes(tickformat=".0%")
-    return fig
-
-
-def superclass_accuracy_figure(table: pd.DataFrame) -> go.Figure:
-    """Superclass accuracy vs size, one line per model (MRL vs FF; Figure 10)."""
-    return size_figure(
-        table,
-        "superclass_accuracy",
-        title="Superclass accuracy across representation sizes",
-        y_title="superclass top-1 accuracy",
+def superclass_members(smap: SuperclassMap, class_names: Sequence[str]) -> pd.DataFrame:
+    """One row per superclass: ``superclass, n_classes, classes`` (names, comma-joined)."""
+    names = np.asarray(class_names, dtype=object)
+    if len(names) != smap.index.shape[0]:
+        raise ValueError(
+            f"class_names has {len(names)} names but the map covers {smap.index.shape[0]} "
+            "classes: give one name per class index"
+        )
+    return pd.DataFrame(
+        {
+            "superclass": smap.names,
+            "n_classes": [int((smap.index == i).sum()) for i in range(len(smap.names))],
+            "classes": [", ".join(names[smap.index == i]) for i in range(len(smap.names))],
+        }
     )
 
 
-def per_superclass_figure(
-    table: pd.DataFrame,
-    metric: str = "within_superclass_accuracy",
-    superclasses: Sequence[str] | None = None,
-) -> go.Figure:
-    """One line per superclass (Figure 11) from :func:`per_superclass_accuracy`.
+def paired_by_size(table: pd.DataFrame, metric: str, model: str, baseline: str) -> pd.DataFrame:
+    """``metric`` of ``model`` and ``baseline`` at the sizes both have, with the difference.
 
-    The table should hold one model; ``superclasses`` picks which lines to draw.
+    Columns: ``truncate_dim, <model>, <baseline>, difference`` (model − baseline).
     """
-    if table["model"].nunique() > 1:
-        raise ValueError("per_superclass_figure draws one model: filter the table first")
-    if superclasses is not None:
-        table = table[table["superclass"].isin(superclasses)]
-    return size_figure(
-        table,
-        metric,
-        color="superclass",
-        title=f"Per-superclass {metric.replace('_', ' ')} ({table['model'].iloc[0]})",
+    known = set(table["model"])
+    for who in (model, baseline):
+        if who not in known:
+            raise ValueError(f"no rows for model {who!r}; the table has {sorted(known)}")
+    wide = table[table["model"].isin([model, baseline])].pivot_table(
+        index="truncate_dim", columns="model", values=metric
     )
-
-
-def within_superclass_error_figure(table: pd.DataFrame) -> go.Figure:
-    """Share of fine-grained errors that stay in the true superclass, per size and model."""
-    return size_figure(
-        table,
-        "within_superclass_error_share",
-        title="Fine-grained errors that stay inside the true superclass",
-        y_title="share of errors within superclass",
-    )
+    wide = wide.dropna()[[model, baseline]]
+    wide.columns.name = None
+    return wide.assign(difference=wide[model] - wide[baseline]).reset_index()

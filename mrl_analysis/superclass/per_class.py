@@ -28,11 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from mrl_analysis.routing.oracle import check_scores, predictions
+from mrl_analysis.core.checks import check_scores
+from mrl_analysis.core.numeric import predictions
 
 TRENDS = ("monotonic increase", "increase then dip", "decline then increase", "no clear trend")
 
@@ -168,20 +166,6 @@ def trend_counts(trends: pd.DataFrame) -> pd.DataFrame:
     return counts.stack().rename("n_classes").reset_index()
 
 
-def trend_counts_figure(counts: pd.DataFrame) -> go.Figure:
-    """Grouped bars of :func:`trend_counts`, MRL vs FF."""
-    return px.bar(
-        counts,
-        x="trend",
-        y="n_classes",
-        color="model",
-        barmode="group",
-        category_orders={"trend": list(TRENDS)},
-        labels={"n_classes": "number of classes", "trend": "per-class accuracy trend"},
-        title="Per-class accuracy trends across representation sizes",
-    )
-
-
 def relative_accuracy_outliers(
     table: pd.DataFrame, n: int = 1, sizes: Sequence[int] | None = None
 ) -> pd.DataFrame:
@@ -200,108 +184,11 @@ def relative_accuracy_outliers(
     return mean.nlargest(n).rename("mean_relative_accuracy").reset_index()
 
 
-def relative_accuracy_figure(
-    table: pd.DataFrame,
-    sizes: Sequence[int] | None = None,
-    highlight: Sequence[str] | None = None,
-    n_outliers: int = 1,
-    nbins: int = 20,
-) -> go.Figure:
-    """Histograms of per-class relative accuracy, one panel per size (Figure 12).
-
-    ``sizes`` defaults to every size but the reference; panels wrap after four. All panels
-    share one grid of ``nbins`` bins (:func:`share_histogram_bins`). Classes in
-    ``highlight`` (default: the :func:`relative_accuracy_outliers`) are marked with an
-    ``x`` and their name in every panel, names spread apart (:func:`spread_marker_labels`).
-    """
-    if table["model"].nunique() > 1:
-        raise ValueError("relative_accuracy_figure draws one model: filter the table first")
-    if sizes is None:
-        others = table["truncate_dim"] != table["reference_size"]
-        sizes = sorted(table.loc[others, "truncate_dim"].unique())
-    sizes = [int(m) for m in sizes]
-    if not sizes:  # a single-size model (e.g. only FF-512): nothing to compare with
-        fig = go.Figure()
-        fig.add_annotation(
-            text="only the reference size: no smaller size to compare with",
-            showarrow=False,
-            xref="paper",
-            yref="paper",
-        )
-        model = table["model"].iloc[0] if len(table) else "model"
-        fig.update_xaxes(visible=False).update_yaxes(visible=False)
-        return fig.update_layout(title=f"Per-class accuracy relative to {model}: one size only")
-    if highlight is None:
-        highlight = relative_accuracy_outliers(table, n_outliers, sizes)["class_name"].tolist()
-    cols = min(4, len(sizes))
-    fig = make_subplots(
-        rows=-(-len(sizes) // cols),
-        cols=cols,
-        shared_yaxes=True,
-        subplot_titles=[f"d = {m}" for m in sizes],
-    )
-    for i, m in enumerate(sizes):
-        row, col = divmod(i, cols)
-        part = table[table["truncate_dim"] == m]
-        fig.add_trace(
-            go.Histogram(x=part["relative_accuracy"], marker_color="#8ab6d6", showlegend=False),
-            row=row + 1,
-            col=col + 1,
-        )
-        marked = part[part["class_name"].isin(highlight)]
-        fig.add_trace(
-            go.Scatter(
-                x=marked["relative_accuracy"],
-                y=np.zeros(len(marked)),
-                mode="markers+text",
-                marker={"symbol": "x", "size": 11, "color": "crimson"},
-                text=marked["class_name"],
-                textposition="top center",
-                cliponaxis=False,
-                showlegend=False,
-            ),
-            row=row + 1,
-            col=col + 1,
-        )
-    # One x range for all panels, so the spread visibly shrinks as the size grows.
-    fig.update_xaxes(tickformat=".0%", matches="x")
-    fig.update_xaxes(title_text="relative accuracy", row=-(-len(sizes) // cols))
-    fig.update_yaxes(title_text="# classes", col=1)
-    fig.update_layout(
-        title=f"Per-class accuracy relative to {table['model'].iloc[0]}-"
-        f"{table['reference_size'].iloc[0]}"
-    )
-    return share_histogram_bins(spread_marker_labels(fig), nbins)
-
-
-def spread_marker_labels(fig: go.Figure) -> go.Figure:
-    """Set the names of labelled markers left of them in the left half (in x order) and
-    right of them in the right half, so that names of nearby points (the outlier classes
-    of a relative-accuracy panel) do not overlap. Changes ``fig`` in place, returns it."""
-    for trace in fig.data:
-        if trace.type != "scatter" or trace.text is None or "text" not in (trace.mode or ""):
-            continue
-        n = len(trace.x)
-        rank = np.argsort(np.argsort(np.asarray(trace.x, dtype=float), kind="stable"))
-        trace.textposition = [
-            "top left" if 2 * r + 1 < n else "top right" if 2 * r + 1 > n else "top center"
-            for r in rank
-        ]
-    return fig
-
-
-def share_histogram_bins(fig: go.Figure, nbins: int = 20) -> go.Figure:
-    """Give every histogram of ``fig`` the same ``nbins`` bins over the range of all their
-    values. Plotly bins each trace over its own range, so a panel whose values barely
-    spread gets hair-thin bars on an x axis shared with wider panels. In place; returns
-    ``fig``."""
-    hists = [t for t in fig.data if t.type == "histogram" and t.x is not None and len(t.x)]
-    if not hists:
-        return fig
-    values = np.concatenate([np.asarray(t.x, dtype=float) for t in hists])
-    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    size = (hi - lo) / nbins if hi > lo else 1.0
-    # The end is pushed past the maximum so that it falls inside the last bin.
-    for t in hists:
-        t.update(xbins={"start": lo, "end": hi + size * 1e-6, "size": size})
-    return fig
+def at_sizes(table: pd.DataFrame, model: str, sizes: Sequence[int], label: str) -> pd.DataFrame:
+    """The rows of ``model`` at ``sizes`` only, renamed ``label`` (e.g. MRL at the FF sizes,
+    for trends over the same size grid)."""
+    part = table[(table["model"] == model) & table["truncate_dim"].isin(list(sizes))]
+    missing = sorted({int(m) for m in sizes} - set(part["truncate_dim"].astype(int)))
+    if missing:
+        raise ValueError(f"{model!r} has no rows at sizes {missing}")
+    return part.assign(model=label).reset_index(drop=True)

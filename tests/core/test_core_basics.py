@@ -113,3 +113,25 @@ def test_smallest_size_within_per_group():
     best = smallest_size_within(table, by=["model"], reference="best").set_index("model")
     assert best.loc["B", "reference_dim"] == 2 and best.loc["B", "smallest_dim"] == 2
     assert best.loc["A", "reference_dim"] == 4 and best.loc["A", "smallest_dim"] == 4
+
+
+def test_findings_verdicts():
+    from mrl_analysis.core.findings import (
+        FAILS,
+        HOLDS,
+        UNMEASURED,
+        finding,
+        findings_table,
+        unmeasured,
+        verdict,
+    )
+
+    assert verdict(0.01, 0.03, 0.0) == HOLDS
+    assert verdict(-0.03, -0.01, 0.0) == FAILS
+    assert verdict(-0.01, 0.02, 0.0) == UNMEASURED
+    assert verdict(0.2, 0.4, 0.5, "below") == HOLDS
+    row = finding("a", "MRL beats FF", "MRL − FF", 0.02, -0.01, 0.05)
+    assert row["verdict"] == UNMEASURED and "straddles" in row["reason"]
+    table = findings_table([unmeasured("b", "claim", "effect", "no FF model"), row])
+    assert list(table.finding) == ["a", "b"] and table.verdict.iloc[1] == UNMEASURED
+    assert table.reason.iloc[1] == "no FF model"

@@ -1,0 +1,168 @@
+"""Figures of the interpretability theme: CAM grids and summaries, disagreement counts.
+
+Every figure uses the workbench template; shares (fractions) are shown as percent and
+size axes are the library's log-2 size axis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from mrl_analysis.figures.style import percent_axis, size_axis, style
+from mrl_analysis.interpret.cams import SizeCams
+from mrl_analysis.interpret.disagreement import DIRECTIONS
+from mrl_analysis.interpret.images import overlay_cam
+
+#: :func:`~mrl_analysis.interpret.cam_metrics.cam_metric_summary` metrics that are shares.
+SHARE_METRICS = ("energy_in_box", "box_area_fraction", "pointing_hit")
+
+
+def cam_summary_figure(summary: pd.DataFrame, title: str = "") -> go.Figure:
+    """Mean ± standard error per size of a
+    :func:`~mrl_analysis.interpret.cam_metrics.cam_metric_summary` table, one panel per
+    metric (shares as percent)."""
+    needed = {"truncate_dim", "metric", "mean", "sem"}
+    if not needed <= set(summary.columns):
+        raise ValueError(
+            f"not a cam_metric_summary table: it lacks {sorted(needed - set(summary))}"
+        )
+    color = "model" if "model" in summary.columns else None
+    metrics = list(dict.fromkeys(summary["metric"]))
+    fig = px.line(
+        summary,
+        x="truncate_dim",
+        y="mean",
+        error_y="sem",
+        color=color,
+        facet_col="metric",
+        category_orders={"metric": metrics},
+        markers=True,
+        labels={"mean": "mean over images"},
+    )
+    fig.update_yaxes(matches=None, showticklabels=True)
+    size_axis(fig, summary["truncate_dim"].unique())
+    for col, metric in enumerate(metrics, start=1):
+        if metric in SHARE_METRICS:
+            percent_axis(fig, "mean over images" if col == 1 else "", row=1, col=col)
+    return style(fig, title)
+
+
+def _upscale(rgb: np.ndarray, min_pixels: int) -> np.ndarray:
+    factor = max(1, math.ceil(min_pixels / max(rgb.shape[:2])))
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def cam_grid_figure(
+    images: torch.Tensor | np.ndarray,
+    result: SizeCams,
+    class_names: Sequence[str] | None = None,
+    *,
+    row_labels: Sequence[str] | None = None,
+    panel_pixels: int = 140,
+    title: str | None = None,
+) -> go.Figure:
+    """Figure 9 layout: rows = images, columns = sizes, CAM over the image.
+
+    Each panel is titled with the size and the prediction there, green with ✓ when it is
+    right and red with ✗ when wrong (black without labels). ``images [n, C, H, W]`` are
+    the tensors the CAMs were computed on.
+    """
+    n, s = result.cams.shape[:2]
+    if len(images) != n:
+        raise ValueError(f"{len(images)} images for CAMs of {n} images")
+    table = result.table.sort_values(["image", "truncate_dim"], kind="stable")
+    order = {m: j for j, m in enumerate(result.sizes)}
+    cells = table.assign(col=table["truncate_dim"].map(order)).sort_values(["image", "col"])
+    names = class_names or [str(c) for c in range(int(cells["predicted"].max()) + 1)]
+
+    titles, colors = [], []
+    for row in cells.itertuples():
+        known = row.label >= 0
+        mark = (" ✓" if row.correct else " ✗") if known else ""
+        titles.append(f"m={row.truncate_dim}: {_short(names[row.predicted])}{mark}")
+        colors.append(("#1a7f37" if row.correct else "#cf222e") if known else "#24292f")
+    fig = make_subplots(
+        rows=n,
+        cols=s,
+        subplot_titles=titles,
+        horizontal_spacing=0.01,
+        vertical_spacing=min(0.06, 0.3 / max(n - 1, 1)),
+    )
+    for i in range(n):
+        for j in range(s):
+            rgb = _upscale(overlay_cam(images[i], result.cams[i, j]), 112)
+            fig.add_trace(go.Image(z=rgb, hoverinfo="skip"), row=i + 1, col=j + 1)
+    for annotation, color in zip(fig.layout.annotations, colors, strict=True):
+        annotation.font = {"size": 11, "color": color}
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    if row_labels is not None:
+        for i, label in enumerate(row_labels):
+            fig.update_yaxes(title_text=label, title_font={"size": 10}, row=i + 1, col=1)
+    fig.update_layout(
+        width=max(400, panel_pixels * s + 120),
+        height=panel_pixels * n + 80,
+        margin={"l": 110 if row_labels is not None else 10, "r": 10, "t": 60, "b": 10},
+        title_font={"size": 13},
+    )
+    return style(fig, title or f"{result.method} per size (layer {result.target_layer})")
+
+
+def disagreement_summary_figure(summary: pd.DataFrame) -> go.Figure:
+    """Bars of :func:`disagreement_summary`: cases per direction, split by confusion."""
+    lo, hi = int(summary["small_dim"].iloc[0]), int(summary["large_dim"].iloc[0])
+    fig = px.bar(
+        summary,
+        x="direction",
+        y="n",
+        color="confusion",
+        text="n",
+        category_orders={"direction": list(DIRECTIONS)},
+        labels={"n": "samples", "direction": ""},
+    )
+    fig.update_xaxes(
+        tickvals=list(DIRECTIONS),
+        ticktext=[f"wrong at {lo}, right at {hi}", f"right at {lo}, wrong at {hi}"],
+    )
+    return style(fig, f"Disagreements between sizes {lo} and {hi}")
+
+
+def pairwise_disagreement_figure(table: pd.DataFrame) -> go.Figure:
+    """Heat maps of :func:`pairwise_disagreement`: fixed (left) and broken (right) shares."""
+    long = table.melt(
+        id_vars=["small_dim", "large_dim", "n_samples"],
+        value_vars=["n_fixed", "n_broken"],
+        var_name="kind",
+    )
+    long["share"] = long["value"] / long["n_samples"]
+    long["kind"] = long["kind"].map(
+        {"n_fixed": "wrong at small, right at large", "n_broken": "right at small, wrong at large"}
+    )
+    sizes = sorted(set(table["small_dim"]) | set(table["large_dim"]))
+    fig = px.density_heatmap(
+        long,
+        x="large_dim",
+        y="small_dim",
+        z="share",
+        facet_col="kind",
+        histfunc="sum",
+        color_continuous_scale="Viridis",
+        category_orders={"large_dim": sizes, "small_dim": sizes},
+        labels={"large_dim": "large size", "small_dim": "small size", "share": "share"},
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
+    fig.update_coloraxes(colorbar_tickformat=".0%", colorbar_title_text="share")
+    return style(fig, "Samples on which two sizes disagree (share of the eval set)")

@@ -1,0 +1,199 @@
+"""The demos' model sets and wiring (train → caches → batch), without training anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import needs_fashion_mnist
+
+from mrl_analysis.app import cli, demo
+from mrl_analysis.app.batch import check_batch, load_batch
+from mrl_analysis.app.studies import load_study
+from mrl_analysis.data.registry import get_dataset, split_classes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fake_tiny_imagenet(root: Path, n_classes: int = 200) -> Path:
+    """The native layout with one (empty) val image per class: enough to list classes."""
+    wnids = [f"n{i:08d}" for i in range(n_classes)]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text(
+        "".join(f"{w}\tthing {i}, other\n" for i, w in enumerate(wnids))
+    )
+    lines = []
+    for i, w in enumerate(wnids):
+        (root / "train" / w / "images").mkdir(parents=True)
+        (root / "val" / "images" / f"val_{i}.JPEG").write_bytes(b"")
+        lines.append(f"val_{i}.JPEG\t{w}\t1\t2\t30\t40\n")
+    (root / "val" / "val_annotations.txt").write_text("".join(lines))
+    return root
+
+
+def test_demo_study_is_the_documented_model_set():
+    study = load_study("demo")
+    nesting = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    configs = study.train_configs()
+    assert list(configs) == ["mrl", "mrl-e", "ff-2", "ff-8", "ff-512"]
+    assert [configs["mrl"].kind, configs["mrl-e"].kind] == ["mrl", "mrl-e"]
+    assert configs["mrl"].nesting == configs["mrl-e"].nesting == nesting
+    assert [configs[f"ff-{k}"].ff_dim for k in (2, 8, 512)] == [2, 8, 512]
+    for cfg in configs.values():
+        assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.seed) == ("fashion-mnist", "resnet18", 2, 0)
+        assert cfg.data_root is None and cfg.classes is None
+    assert study.train_configs(epochs=5)["mrl"].epochs == 5
+    assert study.models.checkpoints == ROOT / "data" / "checkpoints" / "fashion-mnist"
+    assert study.novel_models.checkpoints == ROOT / "data" / "checkpoints" / "fashion-mnist-6"
+    assert study.models.stems() == {
+        "MRL": "mrl",
+        "MRL-E": "mrl-e",
+        "FF-2": "ff-2",
+        "FF-8": "ff-8",
+        "FF-512": "ff-512",
+    }
+    assert study.cache_splits == ("train", "test") and study.cache_root == ROOT / "data" / "cache"
+
+
+@needs_fashion_mnist
+def test_demo_novel_class_models_train_on_six_classes():
+    novel = load_study("demo").train_configs(novel=True)
+    expected, _ = split_classes(get_dataset("fashion-mnist", "test").class_ids, 6, seed=0)
+    assert set(novel) == {"mrl", "ff-512"}
+    assert novel["mrl"].nesting[0] == 1 and novel["ff-512"].ff_dim == 512
+    assert all(cfg.classes == expected for cfg in novel.values())
+
+
+def test_tiny_imagenet_batch_validates_against_the_notebooks():
+    study = load_study("tiny-imagenet")
+    batch = load_batch(study.batch_spec())
+    assert batch.name == "tiny-imagenet" and batch.root == ROOT and batch.study == "tiny-imagenet"
+    resolved = check_batch(batch)
+    assert {"gradcam_disagreement", "fewshot_fluid"} <= set(resolved)
+    for params in resolved.values():
+        assert params["dataset"] == "tiny-imagenet"
+        assert params["data_root"] == str(ROOT.parent / "shared" / "data" / "tiny-imagenet-200")
+    fewshot = resolved["fewshot_fluid"]
+    assert fewshot["eval_split"] == "val"
+    assert set(fewshot["curve_sizes"]) <= set(study.train_configs()["mrl"].nesting)
+    assert max(fewshot["shots"]) + fewshot["queries"] <= 50  # val images per class
+    assert resolved["gradcam_disagreement"]["split"] == "val"
+    # The batch names the checkpoints the demo trains, relative to the project root.
+    assert fewshot["models"] == {
+        "MRL": "data/checkpoints/tiny-imagenet/mrl.pt",
+        "FF-512": "data/checkpoints/tiny-imagenet/ff-512.pt",
+    }
+    assert fewshot["novel_models"] == {
+        "MRL": "data/checkpoints/tiny-imagenet-100/mrl.pt",
+        "FF-512": "data/checkpoints/tiny-imagenet-100/ff-512.pt",
+    }
+    # The spec file itself is a batch file too.
+    assert check_batch(load_batch(study.path)) == resolved
+
+
+def test_tiny_imagenet_batch_with_another_data_root():
+    spec = load_study("tiny-imagenet").batch_spec("/data/tin")
+    resolved = check_batch(load_batch(spec))
+    assert {p["data_root"] for p in resolved.values()} == {"/data/tin"}
+
+
+def test_tiny_imagenet_model_sets(tmp_path):
+    study = load_study("tiny-imagenet")
+    root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
+    full = study.train_configs(data_root=root)
+    assert set(full) == {"mrl", "ff-512"}
+    assert full["mrl"].nesting == [4, 8, 16, 32, 64, 128, 256, 512]
+    assert full["mrl"].classes is None and full["ff-512"].ff_dim == 512
+    for cfg in full.values():
+        assert (cfg.dataset, cfg.arch, cfg.stem) == ("tiny-imagenet", "resnet18", "imagenet")
+        assert cfg.data_root == str(root) and (cfg.epochs, cfg.batch_size) == (1, 128)
+
+    novel = study.train_configs(novel=True, epochs=3, data_root=root)
+    ids = get_dataset("tiny-imagenet", "val", root=root).class_ids
+    expected, _ = split_classes(ids, 100, seed=0)
+    assert set(novel) == {"mrl", "ff-512"}
+    for cfg in novel.values():
+        assert cfg.classes == expected and cfg.epochs == 3
+
+
+def test_check_tiny_imagenet_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no Tiny-ImageNet at .*nowhere.*--data-root"):
+        demo.check_tiny_imagenet(tmp_path / "nowhere")
+    root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200", n_classes=3)
+    assert demo.check_tiny_imagenet(root) == root
+
+
+def test_cli_demo_tiny_imagenet_without_data(tmp_path, capsys):
+    assert cli.main(["demo", "--dataset", "tiny-imagenet", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "tiny-imagenet-200.zip" in err
+    assert cli.main(["demo", "--data-root", str(tmp_path)]) == 2
+    assert "--data-root is for --dataset tiny-imagenet" in capsys.readouterr().err
+
+
+@pytest.fixture
+def stubbed(monkeypatch) -> dict[str, list]:
+    """Training, caching and the batch run replaced by recorders."""
+    import mrl_analysis.app.runner as runner
+    import mrl_analysis.cache.experiment as experiment
+    import mrl_analysis.models.training as training
+
+    calls: dict[str, list] = {"train": [], "caches": [], "subset": [], "batch": []}
+
+    def train_many(configs, out_dir, only=None):
+        calls["train"].append((dict(configs), Path(out_dir), only))
+        return {n: Path(out_dir) / f"{n}.pt" for n in configs if not only or n in only}
+
+    monkeypatch.setattr(training, "train_many", train_many)
+    monkeypatch.setattr(experiment, "build_caches", lambda *a, **k: calls["caches"].append((a, k)))
+    monkeypatch.setattr(
+        experiment, "build_subset_caches", lambda *a, **k: calls["subset"].append((a, k))
+    )
+
+    def run_batch(batch, force=False):
+        calls["batch"].append(batch)
+        return pd.DataFrame({"status": ["ok"], "figures_dir": ["figures/x/y"]})
+
+    monkeypatch.setattr(runner, "run_batch", run_batch)
+    monkeypatch.setattr(runner, "print_summary", lambda summary: None)
+    return calls
+
+
+def test_run_tiny_imagenet_wiring(tmp_path, stubbed):
+    """train -> caches (train and val, plain and class-subset) -> the batch, all stubbed."""
+    study = load_study("tiny-imagenet")
+    root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
+    assert demo.run_tiny_imagenet(root) == 0
+    (full, full_dir, _), (novel, novel_dir, _) = stubbed["train"]
+    assert full_dir == study.models.checkpoints and novel_dir == study.novel_models.checkpoints
+    assert all(c.classes is None for c in full.values())
+    assert all(len(c.classes) == 100 for c in novel.values())
+    for (args, kwargs), folder in (
+        (stubbed["caches"][0], full_dir),
+        (stubbed["subset"][0], novel_dir),
+    ):
+        models, dataset, splits = args
+        assert models == {"MRL": folder / "mrl.pt", "FF-512": folder / "ff-512.pt"}
+        assert (dataset, splits, kwargs["data_root"]) == ("tiny-imagenet", ["train", "val"], root)
+        assert kwargs["cache_root"] == ROOT / "data" / "cache"
+    assert stubbed["batch"][0]["defaults"] == {"data_root": str(root)}
+
+
+@needs_fashion_mnist  # the class-subset models' classes come from the data
+def test_run_demo_wiring(stubbed):
+    """The demo trains, caches and runs what its study names; --only takes either name."""
+    assert demo.run_demo(only=["MRL-E", "ff-8"]) == 0
+    (full, full_dir, only), (_, novel_dir, _) = stubbed["train"]
+    assert only == ["mrl-e", "ff-8"] and set(full) == {"mrl", "mrl-e", "ff-2", "ff-8", "ff-512"}
+    assert full_dir == ROOT / "data" / "checkpoints" / "fashion-mnist"
+    assert novel_dir == ROOT / "data" / "checkpoints" / "fashion-mnist-6"
+    (models, dataset, splits), _ = stubbed["caches"][0]
+    assert models == {"MRL-E": full_dir / "mrl-e.pt", "FF-8": full_dir / "ff-8.pt"}
+    assert (dataset, splits) == ("fashion-mnist", ["train", "test"])
+    batch = load_batch(stubbed["batch"][0])
+    assert (batch.name, batch.study, batch.entries[0].name) == ("demo", "demo", "explore")
+    assert "data_root" not in batch.study_parameters and not batch.defaults
+    ff = batch.study_parameters["models"]["FF-512"]
+    assert ff == "data/checkpoints/fashion-mnist/ff-512.pt"
