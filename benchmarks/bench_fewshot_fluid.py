@@ -13,9 +13,11 @@ d = 2048, nesting 8..2048:
   with the current means, then update), run on a prefix of the stream and extrapolated
   linearly (its cost per step is constant), since the whole stream would take minutes.
 
-Both baselines are checked to give the library's results on what they run. The library
-runs BLAS on one thread (see ``fewshot.ncm.single_threaded``); each baseline is timed twice, with
-numpy's default BLAS threads (as usually written) and on one thread (the same conditions).
+Both baselines are checked to give the library's results on what they run. Each part also
+times its error bars (1,000 bootstrap resamples: of the episodes, of the stream's samples),
+which the tables carry as ``ci_low`` / ``ci_high``. The library runs BLAS on one thread
+(see ``fewshot.ncm.single_threaded``); each baseline is timed twice, with numpy's default
+BLAS threads (as usually written) and on one thread (the same conditions).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import time
 
 import numpy as np
 
+from mrl_analysis.core.stats import mean_ci
 from mrl_analysis.fewshot.episodes import episode_accuracy, sample_episodes
-from mrl_analysis.fewshot.fluid import fluid_predictions
+from mrl_analysis.fewshot.fluid import fluid_accuracy, fluid_predictions
 from mrl_analysis.fewshot.ncm import single_threaded
 from mrl_analysis.fewshot.stream import FluidStream
 from mrl_analysis.models.network import default_nesting
@@ -83,6 +86,9 @@ def bench_fewshot(n: int, d: int, n_classes: int, n_episodes: int, rng) -> None:
             f"{t_loop[0] / t_fast:.1f}x), {t_loop[1]:.2f} s (1 thread, {t_loop[1] / t_fast:.1f}x); "
             f"episode accuracies equal: {agree:.1%}"
         )
+        t0 = time.perf_counter()
+        mean_ci(fast, 1000)
+        print(f"  bootstrap interval over the episodes: {time.perf_counter() - t0:.3f} s")
         print(f"  target <= {FEWSHOT_TARGET_S:.0f} s: {verdict(t_fast, FEWSHOT_TARGET_S)}")
 
 
@@ -142,6 +148,16 @@ def bench_fluid(n: int, d: int, n_classes: int, n_init: int, prefix: int, rng) -
         f"extrapolated to all steps ~{full[0]:.0f} s ({full[0] / t_fast:.0f}x) / "
         f"~{full[1]:.0f} s ({full[1] / t_fast:.0f}x); predictions equal on the prefix: "
         f"{agree:.2%}"
+    )
+    t0 = time.perf_counter()
+    fluid_accuracy(fast, stream, nesting, n_boot=1)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fluid_accuracy(fast, stream, nesting, n_boot=1000)
+    t_boot = time.perf_counter() - t0
+    print(
+        f"  category table {t_plain:.2f} s; with bootstrap intervals over the stream's samples "
+        f"{t_boot:.2f} s"
     )
     print(f"  target <= {FLUID_TARGET_S:.0f} s: {verdict(t_fast, FLUID_TARGET_S)}")
 

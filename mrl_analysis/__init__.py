@@ -38,6 +38,10 @@ _EXPORTS = {
     "cache_path": "cache.store",
     "EmbeddingCache": "cache.reader",
     "CacheCorruptedError": "cache.store",
+    "DiskFullError": "cache.store",
+    "ClassMismatchError": "cache.build",
+    "HeadlessCacheError": "cache.reader",
+    "import_embeddings": "cache.importer",
     "build_caches": "cache.experiment",
     "build_subset_caches": "cache.experiment",
     "score_sets": "cache.scores",
@@ -48,6 +52,9 @@ _EXPORTS = {
     "baseline_knn_accuracy": "accuracy.baselines",
     "linear_table": "accuracy.study",
     "knn_table": "accuracy.study",
+    "linear_study": "accuracy.study",
+    "knn_study": "accuracy.study",
+    "SizeStudy": "accuracy.study",
     "size_headlines": "accuracy.headlines",
     "accuracy_figure": "accuracy.plots",
     # superclasses
@@ -104,6 +111,11 @@ _EXPORTS = {
     "metric_vs_size_figure": "retrieval.plots",
     "cost_tradeoff_figure": "retrieval.plots",
     "shortlist_ablation_figure": "retrieval.plots",
+    # how Matryoshka is an embedding
+    "diagnose": "diagnostic.study",
+    "Diagnosis": "diagnostic.study",
+    # the paper's findings
+    "paper_findings": "findings.study",
     # the explorer
     "explore": "explore.widget",
     "ExplorerState": "explore.state",

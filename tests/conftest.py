@@ -86,6 +86,6 @@ def run_tiny_notebook(
         },
         "notebooks": [{"name": "nb", "path": path, "parameters": parameters or {}}],
     }
-    summary = run_batch(batch, progress=False)
+    summary = run_batch(batch, progress=False, allow_outside=True)  # outputs under tmp_path
     assert list(summary["status"]) == ["ok"], summary["error"].tolist()
     return tmp_path / "figures" / "tiny" / "nb"

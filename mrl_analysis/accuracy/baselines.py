@@ -22,8 +22,9 @@ import pandas as pd
 from sklearn.decomposition import TruncatedSVD
 from sklearn.random_projection import GaussianRandomProjection
 
-from mrl_analysis.accuracy.metrics import BASELINE_NAMES, knn_accuracy, method_label
+from mrl_analysis.accuracy.metrics import BASELINE_NAMES, Outcomes, knn_outcomes, method_label
 from mrl_analysis.core.checks import check_features, check_int, check_sizes
+from mrl_analysis.core.stats import N_BOOT
 
 BASELINE_METHODS: tuple[str, ...] = tuple(BASELINE_NAMES)
 
@@ -73,7 +74,7 @@ def reduce(
     )
 
 
-def baseline_knn_accuracy(
+def baseline_knn_outcomes(
     train: np.ndarray,
     train_labels: np.ndarray,
     test: np.ndarray,
@@ -86,25 +87,26 @@ def baseline_knn_accuracy(
     seed: int = 0,
     normalize: bool = True,
     batch_size: int = 8192,
-) -> pd.DataFrame:
-    """k-NN accuracy of each post-hoc reduction of an FF model's features, per size.
+) -> list[Outcomes]:
+    """k-NN correctness of each post-hoc reduction of an FF model's features, per size:
+    one :class:`~mrl_analysis.accuracy.metrics.Outcomes` per method, in ``methods`` order.
 
     Pass the largest FF model's train/test features. Each method is fit once at
     ``max(sizes)`` and truncated to every smaller m (the reductions are nested, see the
-    module docstring); the k-NN itself is :func:`mrl_analysis.accuracy.metrics.knn_accuracy`,
-    normalizing after reduction. Rows carry ``method`` in ``methods`` and legend labels
-    like ``"FF Rand. FS"``, ``"FF SVD"``, ``"FF JL"``.
+    module docstring); the k-NN itself is :func:`mrl_analysis.accuracy.metrics.knn_outcomes`,
+    normalizing after reduction. Legend labels read ``"FF Rand. FS"``, ``"FF SVD"``,
+    ``"FF JL"``.
     """
     unknown = [name for name in methods if name not in BASELINE_METHODS]
     if unknown or not methods:
         raise ValueError(f"methods {list(methods)} must be drawn from {BASELINE_METHODS}")
     train, test = _check_pair(train, test)
     sizes = check_sizes(sizes, train.shape[1])
-    tables = []
+    outcomes = []
     for method in methods:
         train_m, test_m = reduce(train, test, sizes[-1], method, seed)
-        tables.append(
-            knn_accuracy(
+        outcomes.append(
+            knn_outcomes(
                 train_m,
                 train_labels,
                 test_m,
@@ -118,4 +120,37 @@ def baseline_knn_accuracy(
                 label=method_label(model, method, baseline=True),
             )
         )
-    return pd.concat(tables, ignore_index=True)
+    return outcomes
+
+
+def baseline_knn_accuracy(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    test_labels: np.ndarray,
+    sizes: Iterable[int],
+    methods: Sequence[str] = BASELINE_METHODS,
+    k: int | Iterable[int] = (1,),
+    model: str | None = "FF",
+    *,
+    seed: int = 0,
+    normalize: bool = True,
+    batch_size: int = 8192,
+    n_boot: int = N_BOOT,
+) -> pd.DataFrame:
+    """The tables of :func:`baseline_knn_outcomes` (with bootstrap intervals), stacked:
+    rows carry ``method`` in ``methods``."""
+    outcomes = baseline_knn_outcomes(
+        train,
+        train_labels,
+        test,
+        test_labels,
+        sizes,
+        methods,
+        k,
+        model,
+        seed=seed,
+        normalize=normalize,
+        batch_size=batch_size,
+    )
+    return pd.concat([o.table(n_boot) for o in outcomes], ignore_index=True)

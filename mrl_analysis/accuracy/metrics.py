@@ -1,7 +1,9 @@
 """Accuracy per representation size: linear heads, MRL-E interpolation and k-NN (faiss).
 
-Every function takes plain numpy arrays (fetch them from an ``EmbeddingCache``) and returns
-a tidy table with one row per model x method x ``truncate_dim`` x metric:
+Every function takes plain numpy arrays (fetch them from an ``EmbeddingCache``). The
+``*_outcomes`` functions return :class:`Outcomes`, the per-sample correctness behind the
+numbers (for paired tests between sizes); the ``*_accuracy`` functions return its tidy
+table, one row per model x method x ``truncate_dim`` x metric:
 
 =============  ==============================================================
 column         meaning
@@ -13,6 +15,9 @@ method         ``"linear"``, ``"interpolated"`` (MRL-E shared head at any size),
 truncate_dim   the representation size m
 metric         ``"top1"``, ``"top5"``, ... (linear) or ``"1-NN"``, ``"5-NN"``, ... (k-NN)
 value          accuracy as a fraction in [0, 1]
+ci_low/high    its bootstrap interval over the eval samples (95% by default; the
+               resamples are shared by every row over the same samples, see
+               :mod:`mrl_analysis.core.stats`)
 label          the legend name (:func:`method_label`), e.g. ``"MRL-E (interpolated)"``
 =============  ==============================================================
 
@@ -23,11 +28,11 @@ Figures 2, 3 and 5.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mrl_analysis.core.checks import (
     check_features,
@@ -39,8 +44,10 @@ from mrl_analysis.core.checks import (
     check_sizes,
 )
 from mrl_analysis.core.kinds import model_display_name
+from mrl_analysis.core.progress import progress
+from mrl_analysis.core.stats import N_BOOT, bootstrap_means
 
-COLUMNS = ["model", "method", "truncate_dim", "metric", "value", "label"]
+COLUMNS = ["model", "method", "truncate_dim", "metric", "value", "ci_low", "ci_high", "label"]
 BASELINE_NAMES = {"first-m": "Rand. FS", "svd": "SVD", "jl": "JL"}
 
 # Elements of one [G, n, C] block of logits handled at once: bounds the temporaries of the
@@ -65,28 +72,48 @@ def method_label(model: str | None, method: str, *, baseline: bool = False) -> s
     return base or method
 
 
-def _table(
-    model: str | None,
-    method: str,
-    sizes: Sequence[int],
-    metrics: Sequence[str],
-    hits: np.ndarray,
-    n: int,
-    label: str,
-) -> pd.DataFrame:
-    """The tidy table of ``hits [len(sizes), len(metrics)]`` correct samples out of ``n``."""
-    table = pd.DataFrame(
-        {
-            "model": model,
-            "method": method,
-            "truncate_dim": np.repeat(np.asarray(sizes, dtype=int), len(metrics)),
-            "metric": np.tile(np.asarray(metrics, dtype=object), len(sizes)),
-            "value": (hits / n).ravel().astype(float),
-            "label": label,
-        },
-        columns=COLUMNS,
-    )
-    return table
+@dataclass(frozen=True)
+class Outcomes:
+    """Per-sample correctness of one model (or baseline) at several sizes and metrics.
+
+    ``correct[g, j, i]``: is sample ``i`` right at size ``sizes[g]`` under ``metrics[j]``
+    (``"top1"``, ``"1-NN"``, ...). Tables, paired tests between sizes and intervals of
+    derived statistics are all computed from it.
+    """
+
+    model: str | None
+    method: str
+    label: str
+    sizes: list[int]
+    metrics: list[str]
+    correct: np.ndarray
+
+    def at(self, metric: str) -> np.ndarray:
+        """Correctness ``bool [G, N]`` under ``metric``."""
+        if metric not in self.metrics:
+            raise ValueError(f"no metric {metric!r} here; there are {self.metrics}")
+        return self.correct[:, self.metrics.index(metric)]
+
+    def table(self, n_boot: int = N_BOOT) -> pd.DataFrame:
+        """The tidy table (:data:`COLUMNS`): accuracy per size × metric with its bootstrap
+        interval over the samples (``n_boot`` resamples, seed 0: shared by every table
+        over the same samples)."""
+        g, k, n = self.correct.shape
+        boot = bootstrap_means(self.correct.reshape(g * k, n), n_boot)
+        low, high = boot.interval()
+        return pd.DataFrame(
+            {
+                "model": self.model,
+                "method": self.method,
+                "truncate_dim": np.repeat(np.asarray(self.sizes, dtype=int), k),
+                "metric": np.tile(np.asarray(self.metrics, dtype=object), g),
+                "value": boot.mean,
+                "ci_low": low,
+                "ci_high": high,
+                "label": self.label,
+            },
+            columns=COLUMNS,
+        )
 
 
 # --------------------------------------------------------------------------- linear
@@ -106,6 +133,37 @@ def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return above + tied_before
 
 
+def linear_outcomes(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    topk: int | Iterable[int] = (1, 5),
+    model: str | None = None,
+) -> Outcomes:
+    """Top-k correctness of each nesting size's linear head from stacked logits.
+
+    ``logits`` is ``[G, N, C]`` with ``G = len(nesting)`` (``cache.logits()``; an FF-k model
+    has ``G = 1`` and ``nesting = [k]``), ``labels`` is ``[N]``; NaN / inf logits are
+    refused. ``method="linear"``,
+    metrics ``"top1"``, ``"top5"``, ...
+    """
+    # Finiteness is checked block by block below, so a memory-mapped cache is read once.
+    logits, labels, sizes = check_scores(logits, labels, nesting, "logits", finite=False)
+    g, n, c = logits.shape
+    ks = check_ks(topk, c, "topk", f"the number of classes is {c}")
+    correct = np.empty((g, len(ks), n), dtype=bool)
+    step = max(1, _BLOCK_ELEMENTS // (g * c))
+    starts = range(0, n, step)
+    desc = f"linear accuracy · {model or 'model'}"
+    for start in progress(starts, desc=desc, unit="block", disable=len(starts) < 4):
+        block = check_finite(np.asarray(logits[:, start : start + step]), "logits")
+        ranks = label_ranks(block, labels[start : start + step])
+        correct[:, :, start : start + step] = ranks[:, None, :] < np.asarray(ks)[:, None]
+    metrics = [f"top{k}" for k in ks]
+    return Outcomes(model, "linear", method_label(model, "linear"), sizes, metrics, correct)
+
+
 def linear_accuracy(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -113,26 +171,12 @@ def linear_accuracy(
     *,
     topk: int | Iterable[int] = (1, 5),
     model: str | None = None,
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
-    """Top-k accuracy of each nesting size's linear head from stacked logits.
-
-    ``logits`` is ``[G, N, C]`` with ``G = len(nesting)`` (``cache.logits()``; an FF-k model
-    has ``G = 1`` and ``nesting = [k]``), ``labels`` is ``[N]``. Rows:
-    ``method="linear"``, ``metric="top1"``, ``"top5"``, ...
-    """
-    # Finiteness is checked block by block below, so a memory-mapped cache is read once.
-    logits, labels, sizes = check_scores(logits, labels, nesting, "logits", finite=False)
-    g, n, c = logits.shape
-    ks = check_ks(topk, c, "topk", f"the number of classes is {c}")
-    hits = np.zeros((g, len(ks)), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMENTS // (g * c))
-    starts = range(0, n, step)
-    for start in tqdm(starts, desc="linear accuracy", leave=False, disable=len(starts) < 4):
-        block = check_finite(np.asarray(logits[:, start : start + step]), "logits")
-        ranks = label_ranks(block, labels[start : start + step])
-        hits += (ranks[:, :, None] < np.asarray(ks)).sum(axis=1)
-    metrics = [f"top{k}" for k in ks]
-    return _table(model, "linear", sizes, metrics, hits, n, method_label(model, "linear"))
+    """Top-k accuracy with bootstrap intervals of each nesting size's linear head: the
+    table of :func:`linear_outcomes` (``n_boot`` resamples). Rows: ``method="linear"``,
+    ``metric="top1"``, ``"top5"``, ..."""
+    return linear_outcomes(logits, labels, nesting, topk=topk, model=model).table(n_boot)
 
 
 def interpolation_sizes(nesting: Sequence[int], steps: int = 1) -> list[int]:
@@ -144,18 +188,17 @@ def interpolation_sizes(nesting: Sequence[int], steps: int = 1) -> list[int]:
     >>> interpolation_sizes([8, 16, 32])
     [8, 12, 16, 24, 32]
     """
-    sizes = sorted({int(m) for m in nesting})
+    sizes = sorted({check_int(m, "nesting entry", low=1) for m in nesting})
     if not sizes:
         raise ValueError("nesting is empty: give the trained sizes, e.g. cache.nesting")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    steps = check_int(steps, "steps", low=0)
     out = set(sizes)
     for a, b in zip(sizes, sizes[1:], strict=False):
         out.update(round(a + (b - a) * i / (steps + 1)) for i in range(1, steps + 1))
     return sorted(out)
 
 
-def mrl_e_interpolated_accuracy(
+def mrl_e_interpolated_outcomes(
     features: np.ndarray,
     weight: np.ndarray,
     bias: np.ndarray,
@@ -165,14 +208,15 @@ def mrl_e_interpolated_accuracy(
     model: str | None = "MRL-E",
     *,
     batch_size: int = 4096,
-) -> pd.DataFrame:
-    """Top-k accuracy of an MRL-E shared head at any sizes (paper Fig. 5, Table 5).
+) -> Outcomes:
+    """Top-k correctness of an MRL-E shared head at any sizes (paper Fig. 5, Table 5).
 
     The logits at size m are ``features[:, :m] @ weight[:, :m].T + bias`` (the head is the
     model's ``fc.nesting_classifier_0``: ``weight [C, d]``, ``bias [C]``). Sizes are
     visited in increasing order and each adds only its new columns to the previous logits,
     so a dense grid of sizes costs one ``N x d x C`` product in all. Accumulation is in
-    float64. Rows: ``method="interpolated"``, ``metric="top1"``, ...
+    float64. ``method="interpolated"``, metrics ``"top1"``, ...; NaN / inf in any input
+    is refused.
     """
     features = check_features(features, "features")
     weight = check_features(weight, "weight")
@@ -194,9 +238,10 @@ def mrl_e_interpolated_accuracy(
     # [d, C] so that each size's new rows are one contiguous block for BLAS.
     weight_t = np.ascontiguousarray(weight.T, dtype=np.float64)
     bias64 = bias.astype(np.float64)
-    hits = np.zeros((len(sizes), len(ks)), dtype=np.int64)
+    correct = np.empty((len(sizes), len(ks), n), dtype=bool)
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="MRL-E interpolation", leave=False, disable=len(starts) < 4):
+    desc = f"MRL-E interpolation · {model or 'model'}"
+    for start in progress(starts, desc=desc, unit="batch", disable=len(starts) < 4):
         feats = features[start : start + batch_size].astype(np.float64)
         lab = labels[start : start + batch_size]
         logits = np.broadcast_to(bias64, (feats.shape[0], c)).copy()
@@ -204,10 +249,30 @@ def mrl_e_interpolated_accuracy(
         for i, m in enumerate(sizes):
             logits += feats[:, done:m] @ weight_t[done:m]
             done = m
-            hits[i] += (label_ranks(logits, lab)[:, None] < np.asarray(ks)).sum(axis=0)
+            ranks = label_ranks(logits, lab)
+            correct[i, :, start : start + batch_size] = ranks[None, :] < np.asarray(ks)[:, None]
     metrics = [f"top{k}" for k in ks]
     label = method_label(model, "interpolated")
-    return _table(model, "interpolated", sizes, metrics, hits, n, label)
+    return Outcomes(model, "interpolated", label, sizes, metrics, correct)
+
+
+def mrl_e_interpolated_accuracy(
+    features: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    labels: np.ndarray,
+    sizes: Iterable[int],
+    topk: int | Iterable[int] = (1, 5),
+    model: str | None = "MRL-E",
+    *,
+    batch_size: int = 4096,
+    n_boot: int = N_BOOT,
+) -> pd.DataFrame:
+    """The table of :func:`mrl_e_interpolated_outcomes`, with bootstrap intervals. Rows:
+    ``method="interpolated"``, ``metric="top1"``, ..."""
+    return mrl_e_interpolated_outcomes(
+        features, weight, bias, labels, sizes, topk, model, batch_size=batch_size
+    ).table(n_boot)
 
 
 # --------------------------------------------------------------------------- k-NN
@@ -236,7 +301,7 @@ def _truncated(x: np.ndarray, m: int, normalize: bool) -> np.ndarray:
     return out
 
 
-def knn_accuracy(
+def knn_outcomes(
     train_features: np.ndarray,
     train_labels: np.ndarray,
     test_features: np.ndarray,
@@ -249,15 +314,16 @@ def knn_accuracy(
     method: str = "first-m",
     batch_size: int = 8192,
     label: str | None = None,
-) -> pd.DataFrame:
-    """k-NN classification accuracy on the first m features, for each m in ``sizes``.
+) -> Outcomes:
+    """k-NN classification correctness on the first m features, for each m in ``sizes``.
 
     For each m the train (database) and test (query) features are truncated to their first
     m columns, L2-normalized after truncation (``normalize=True``, as the authors do), and
     searched exactly with ``faiss.IndexFlatL2``. The prediction is the majority label of
     the k nearest train samples, ties going to the class of the nearest neighbour
-    (:func:`knn_vote`). Rows: ``metric="1-NN"``, ``"5-NN"``, ...; ``method`` and ``label``
-    are written as given (``label`` defaults to :func:`method_label`).
+    (:func:`knn_vote`). Metrics ``"1-NN"``, ``"5-NN"``, ...; ``method`` and ``label``
+    are kept as given (``label`` defaults to :func:`method_label`). NaN / inf features are
+    refused.
 
     At m = 1 every normalized vector is +-1, so 1-NN degenerates into ties; the paper starts
     at m = 8.
@@ -279,9 +345,11 @@ def knn_accuracy(
     ks = check_ks(k, n_train, "k", f"the number of train samples is {n_train}")
     batch_size = check_int(batch_size, "batch_size", low=1)
     kmax = ks[-1]
-    hits = np.zeros((len(sizes), len(ks)), dtype=np.int64)
+    correct = np.empty((len(sizes), len(ks), n_test), dtype=bool)
     starts = range(0, n_test, batch_size)
-    with tqdm(total=len(sizes) * len(starts), desc=f"{kmax}-NN", leave=False) as bar:
+    name = label if label is not None else method_label(model, method)
+    desc = f"{kmax}-NN · {name or 'model'}"
+    with progress(total=len(sizes) * len(starts), desc=desc, unit="batch") as bar:
         for i, m in enumerate(sizes):
             index = faiss.IndexFlatL2(m)
             index.add(_truncated(train_features, m, normalize))
@@ -291,7 +359,40 @@ def knn_accuracy(
                 neighbor_labels = train_labels[neighbors]
                 truth = test_labels[start : start + batch_size]
                 for j, kk in enumerate(ks):
-                    hits[i, j] += np.count_nonzero(knn_vote(neighbor_labels[:, :kk]) == truth)
+                    correct[i, j, start : start + batch_size] = (
+                        knn_vote(neighbor_labels[:, :kk]) == truth
+                    )
                 bar.update()
-    name = label if label is not None else method_label(model, method)
-    return _table(model, method, sizes, [f"{kk}-NN" for kk in ks], hits, n_test, name)
+    return Outcomes(model, method, name, sizes, [f"{kk}-NN" for kk in ks], correct)
+
+
+def knn_accuracy(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    sizes: Iterable[int],
+    *,
+    k: int | Iterable[int] = (1,),
+    normalize: bool = True,
+    model: str | None = None,
+    method: str = "first-m",
+    batch_size: int = 8192,
+    label: str | None = None,
+    n_boot: int = N_BOOT,
+) -> pd.DataFrame:
+    """The table of :func:`knn_outcomes`, with bootstrap intervals over the test samples.
+    Rows: ``metric="1-NN"``, ``"5-NN"``, ..."""
+    return knn_outcomes(
+        train_features,
+        train_labels,
+        test_features,
+        test_labels,
+        sizes,
+        k=k,
+        normalize=normalize,
+        model=model,
+        method=method,
+        batch_size=batch_size,
+        label=label,
+    ).table(n_boot)

@@ -36,7 +36,7 @@ _COLORS = {
 
 
 def metric_title(metric: str) -> str:
-    """``"top1"`` -> ``"Top-1 accuracy"``, ``"1-NN"`` -> ``"1-NN accuracy"``."""
+    """``"top1"`` -> ``"Top-1 accuracy"``, ``"1-NN"`` -> ``"1-NN accuracy"`` (an axis title)."""
     top = re.fullmatch(r"top(\d+)", metric)
     if top:
         return f"Top-{top.group(1)} accuracy"
@@ -62,7 +62,9 @@ def _line_style(label: str, index: int) -> dict:
 def accuracy_figure(
     table: pd.DataFrame, metric: str = "top1", title: str | None = None
 ) -> go.Figure:
-    """Accuracy vs representation size on a log-2 x axis, one line per legend label.
+    """Accuracy vs representation size on a log-2 x axis, one line per legend label, with
+    the bootstrap interval of every point as error bars (when the table has ``ci_low`` /
+    ``ci_high``).
 
     ``table`` is any concatenation of :mod:`mrl_analysis.accuracy.metrics`' tables; rows
     with the same ``label`` (e.g. every FF-k model, each at its own size) form one line,
@@ -93,6 +95,7 @@ def accuracy_figure(
     fig = go.Figure()
     for i, name in enumerate(order):
         line = rows[labels == name].sort_values("truncate_dim")
+        dense = name.endswith("(interpolated)")
         fig.add_trace(
             go.Scatter(
                 x=line["truncate_dim"],
@@ -101,9 +104,27 @@ def accuracy_figure(
                 name=name,
                 line=_line_style(name, i),
                 # Interpolated grids can be dense: small markers keep the line readable.
-                marker={"size": 4 if name.endswith("(interpolated)") else 7},
+                marker={"size": 4 if dense else 7},
+                error_y=_error_bars(line, thin=dense),
+                hovertemplate=f"{name}<br>%{{x}} dims: %{{y:.2%}}<extra></extra>",
             )
         )
     size_axis(fig, rows["truncate_dim"].unique())
     percent_axis(fig, metric_title(metric))
-    return style(fig, title or f"{metric_title(metric)} vs representation size")
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
+    default = f"{metric_title(metric).removesuffix(' accuracy')} Accuracy vs Representation Size"
+    return style(fig, title or default)
+
+
+def _error_bars(line: pd.DataFrame, *, thin: bool) -> dict | None:
+    """The bootstrap interval of each point as asymmetric error bars (None without one)."""
+    if not {"ci_low", "ci_high"} <= set(line.columns):
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": (line["ci_high"] - line["value"]).to_numpy(),
+        "arrayminus": (line["value"] - line["ci_low"]).to_numpy(),
+        "thickness": 1 if thin else 1.5,
+        "width": 0 if thin else 3,
+    }

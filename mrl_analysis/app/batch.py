@@ -32,6 +32,15 @@ declared by its notebook; a default goes only to the notebooks that declare it a
 declared by at least one (a study's parameters need not be). ``output_dir`` belongs to the
 runner: it is set to the entry's figure folder in every notebook that declares it.
 
+Types: each parameter's expected type comes from its default in the notebook's parameters
+cell (a JSON Schema per notebook, :func:`parameter_schema`): ``knn_k = [1, 5]`` takes a list of
+integers, ``tolerance = 0.01`` a number, ``models = None`` (a study parameter) a mapping of
+display name → checkpoint. ``None`` is accepted where the default is ``None`` or the
+parameter's comment mentions ``None``. Path-like values — the checkpoints under ``models`` /
+``novel_models``, ``data_root``, and any text ending in a file suffix such as ``.pt`` or
+``.json`` — must exist (relative ones under the batch root). Every problem of every entry is
+reported at once, before the first notebook runs.
+
 Paths: relative notebook paths, ``runs_dir`` and ``figures_dir`` resolve against the batch's
 root, and notebooks run with the root as working directory so that their relative data paths
 work. The root is ``root:`` when given (relative to the batch file's folder, or to the
@@ -43,6 +52,7 @@ has the study's root (see :mod:`mrl_analysis.app.studies`).
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -51,9 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mrl_analysis.app.studies import DEFAULT_STUDY, Study, load_study, project_root
+from mrl_analysis.app.files import read_yaml, shown
+from mrl_analysis.app.studies import DEFAULT_STUDY, Study, load_study
+from mrl_analysis.core.paths import project_root
 from mrl_analysis.figures.save import STATIC_FORMATS
 
 FIGURE_FORMATS = ("html", *STATIC_FORMATS)
@@ -121,10 +131,11 @@ def _check_name(name: Any, where: str) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    with open(path) as f:
-        spec = yaml.safe_load(f)
+    spec = read_yaml(path)
     if not isinstance(spec, dict):
-        raise ValueError(f"{path}: a batch file must be a YAML mapping with a 'notebooks' list")
+        raise ValueError(
+            f"{shown(path)}: a batch file must be a YAML mapping with a 'notebooks' list"
+        )
     return spec
 
 
@@ -144,6 +155,13 @@ def _check_formats(formats: Any, where: str) -> tuple[str, ...] | None:
                 f"{where}: unknown figure format {fmt!r}; use some of {', '.join(FIGURE_FORMATS)}"
             )
     return formats
+
+
+def _folder(spec: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    value = spec.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: {key!r} must be a folder name, got {value!r}")
+    return value
 
 
 def _entries(raw_entries: Any, root: Path, where: str) -> list[BatchEntry]:
@@ -194,8 +212,8 @@ def load_batch(batch: str | os.PathLike | Mapping[str, Any] | None = None) -> Ba
     else:
         path = Path(batch).expanduser().absolute()
         if not path.is_file():
-            raise FileNotFoundError(f"batch file not found: {path}")
-        spec, where, base = _read_yaml(path), str(path), path.parent
+            raise FileNotFoundError(f"batch file not found: {shown(path)}")
+        spec, where, base = _read_yaml(path), shown(path), path.parent
         root, default_name = project_root(path.parent), path.stem
         if _is_study(spec):
             spec, base, root = load_study(path).batch_spec(), Path.cwd(), None
@@ -223,8 +241,8 @@ def load_batch(batch: str | os.PathLike | Mapping[str, Any] | None = None) -> Ba
         entries=_entries(spec.get("notebooks"), root, where),
         defaults=dict(defaults),
         figure_formats=_check_formats(spec.get("figure_formats"), where),
-        runs_dir=root / spec.get("runs_dir", "runs"),
-        figures_dir=root / spec.get("figures_dir", "figures"),
+        runs_dir=root / _folder(spec, "runs_dir", "runs", where),
+        figures_dir=root / _folder(spec, "figures_dir", "figures", where),
         study=None if study is None else study.ref,
         study_parameters={} if study is None else study.parameters(relative_to=root),
     )
@@ -252,11 +270,166 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 _OUTPUT_DIR_HINT = "'output_dir' is set by the runner; set 'figures_dir' in the batch instead"
 
+_PATHS = {"type": "object", "additionalProperties": {"type": "string"}}
+#: Schemas of the study parameters, whose notebook default is ``None`` (the study fills them).
+STUDY_PARAMETER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "study": {"type": "string"},
+    "dataset": {"type": "string"},
+    "models": _PATHS,
+    "novel_models": _PATHS,
+    "cache_root": {"type": "string"},
+    "data_root": {"type": "string"},
+    "eval_split": {"type": "string"},
+    "split": {"type": "string"},
+}
+#: Parameters whose (mapping of) values name checkpoints or folders that must exist.
+_PATH_PARAMETERS = ("models", "novel_models", "data_root")
+#: Text values ending in one of these name a file that must exist.
+_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".json", ".yaml", ".yml", ".csv")
+_FILE_SUFFIXES += (".npy", ".npz", ".txt")
 
-def check_batch(batch: Batch) -> dict[str, dict[str, Any]]:
+
+def _value_schema(value: Any) -> dict[str, Any]:
+    """The JSON Schema of values like ``value`` (a parameter's default)."""
+    if value is None:
+        return {"type": "null"}
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, float):
+        return {"type": "number"}
+    if isinstance(value, str):
+        return {"type": "string"}
+    if isinstance(value, list | tuple):
+        schema: dict[str, Any] = {"type": "array"}
+        items = _any_of([_value_schema(v) for v in value])
+        if items:
+            schema["items"] = items
+        return schema
+    if isinstance(value, Mapping):
+        return {"type": "object"}
+    return {}
+
+
+def _any_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    unique = [s for i, s in enumerate(schemas) if s not in schemas[:i]]
+    if not unique or {} in unique:
+        return {}
+    return unique[0] if len(unique) == 1 else {"anyOf": unique}
+
+
+def parameter_schema(declared: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A JSON Schema for a notebook's parameters, from its parameters cell.
+
+    ``declared`` is :func:`notebook_parameters`' answer. A literal default gives the type
+    (lists: of their elements' types); a ``None`` default gives the study parameters' known
+    types (:data:`STUDY_PARAMETER_SCHEMAS`) and anything for the others; an expression
+    default, anything. ``None`` stays allowed where the default is ``None`` or the
+    parameter's comment mentions it (``# None: the study's``).
+    """
+    properties: dict[str, Any] = {}
+    for name, spec in declared.items():
+        try:
+            default = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError, TypeError):  # an expression: any value
+            properties[name] = {}
+            continue
+        schema = STUDY_PARAMETER_SCHEMAS.get(name, {}) if default is None else None
+        schema = _value_schema(default) if schema is None else schema
+        if schema and (default is None or "None" in (spec.get("help") or "")):
+            schema = _any_of([schema, {"type": "null"}])
+        properties[name] = schema
+    return {"type": "object", "properties": properties}
+
+
+_WORDS = {
+    "null": ("null", "nulls"),
+    "boolean": ("true or false", "booleans"),
+    "integer": ("an integer", "integers"),
+    "number": ("a number", "numbers"),
+    "string": ("text", "strings"),
+    "array": ("a list", "lists"),
+    "object": ("a mapping", "mappings"),
+}
+
+
+def describe_schema(schema: Mapping[str, Any], plural: bool = False) -> str:
+    """``schema`` in words: ``"a list of integers"``, ``"text or null"``."""
+    if "anyOf" in schema:
+        return " or ".join(describe_schema(s, plural) for s in schema["anyOf"])
+    kind = str(schema.get("type"))
+    if kind not in _WORDS:
+        return "values" if plural else "any value"
+    word = _WORDS[kind][plural]
+    if kind == "array" and schema.get("items"):
+        return f"{word} of {describe_schema(schema['items'], plural=True)}"
+    if kind == "object" and schema.get("additionalProperties"):
+        return f"{word} of names to paths"
+    return word
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import extend
+
+    # JSON Schema counts 5.0 as an integer; a notebook doing range(5.0) does not.
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return extend(Draft202012Validator, type_checker=checker)(schema)
+
+
+def type_problems(
+    params: Mapping[str, Any], declared: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """One line per parameter in ``params`` whose value does not fit the notebook's schema."""
+    schema = parameter_schema(declared)
+    problems: dict[str, str] = {}
+    for error in _validator(schema).iter_errors(dict(params)):
+        if not error.absolute_path:
+            continue
+        name = str(error.absolute_path[0])
+        if name in problems:
+            continue
+        expected = describe_schema(schema["properties"].get(name, {}))
+        problems[name] = (
+            f"{name} = {params[name]!r} should be {expected} "
+            f"(the notebook's default: {declared[name]['default']})"
+        )
+    return list(problems.values())
+
+
+def _path_values(name: str, value: Any) -> list[tuple[str, str]]:
+    """``(label, path)`` of every value of parameter ``name`` that names a file or folder."""
+    if name in _PATH_PARAMETERS and isinstance(value, Mapping):
+        return [(f"{name}[{k!r}]", str(v)) for k, v in value.items() if isinstance(v, str)]
+    if name in _PATH_PARAMETERS and isinstance(value, str):
+        return [(name, value)]
+    if isinstance(value, str) and value.lower().endswith(_FILE_SUFFIXES):
+        return [(name, value)]
+    if isinstance(value, list):
+        return [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)
+                and v.lower().endswith(_FILE_SUFFIXES)]  # fmt: skip
+    return []
+
+
+def missing_paths(params: Mapping[str, Any], root: Path) -> list[str]:
+    """One line per path-like parameter value (module docstring) that does not exist."""
+    problems = []
+    for name, value in params.items():
+        for label, text in _path_values(name, value):
+            path = Path(os.path.normpath(root / Path(text).expanduser()))
+            if not path.exists():
+                problems.append(f"{label}: {shown(path)} does not exist")
+    return problems
+
+
+def check_batch(batch: Batch, *, check_paths: bool = True) -> dict[str, dict[str, Any]]:
     """Validate every entry's parameters; return entry name → the parameters it will get.
 
-    Raises one ``ValueError`` listing every problem, naming the notebooks' real parameters.
+    Raises one ``ValueError`` listing every problem (unknown names, with the notebooks' real
+    parameters; wrong types; with ``check_paths``, missing files), one line each.
     """
     problems: list[str] = []
     declared: dict[str, dict[str, Any]] = {}
@@ -297,6 +470,9 @@ def check_batch(batch: Batch) -> dict[str, dict[str, Any]]:
         merged = {k: v for k, v in batch.study_parameters.items() if k in params}
         merged.update((k, v) for k, v in batch.defaults.items() if k in params)
         merged.update(entry.parameters)
+        problems.extend(f"{where}: {p}" for p in type_problems(merged, params))
+        if check_paths:
+            problems.extend(f"{where}: {p}" for p in missing_paths(merged, batch.root))
         if "output_dir" in params:
             merged["output_dir"] = str(batch.figures_dir / batch.name / entry.name)
         resolved[entry.name] = merged

@@ -1,8 +1,10 @@
 """The demos: train a study's models, cache their embeddings, run its batch.
 
 ``make demo`` runs the ``demo`` study (Fashion-MNIST), ``make demo-tiny`` the
-``tiny-imagenet`` one; what each trains, caches and runs is its spec in
-``mrl_analysis/app/studies/`` (:mod:`mrl_analysis.app.studies`).
+``tiny-imagenet`` one (:func:`run_study`); what each trains, caches and runs is its spec in
+``mrl_analysis/app/studies/`` (:mod:`mrl_analysis.app.studies`). Each phase (train, cache,
+notebooks) prints its time and the run ends with the total: a warm re-run, everything
+trained, cached and run already, only checks that and takes seconds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mrl_analysis.app.batch import did_you_mean
 from mrl_analysis.app.studies import Study, load_study
 
 #: The download a missing Tiny-ImageNet folder comes from.
@@ -36,14 +39,28 @@ def check_tiny_imagenet(data_root: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def _only_stems(study: Study, only: Sequence[str] | None) -> list[str] | None:
-    """``--only`` names models by checkpoint stem (``mrl-e``) or display name (``MRL-E``)."""
-    if not only:
+def model_stems(study: Study, models: Sequence[str] | None) -> list[str] | None:
+    """The checkpoint stems of ``models`` (display names like ``MRL-E`` or stems like
+    ``mrl-e``) among the study's models; ``None`` for all. An unknown name is a
+    ``ValueError`` listing the study's models, raised before anything is trained or written."""
+    if not models:
         return None
-    stems = {**study.models.stems()}
+    stems = dict(study.models.stems())
     if study.novel_models is not None:
         stems.update(study.novel_models.stems())
-    return [stems.get(name, name) for name in only]
+    known = {**stems, **{stem: stem for stem in stems.values()}}
+    unknown = [name for name in models if name not in known]
+    if unknown:
+        listed = ", ".join(f"{name} ({stem})" for name, stem in stems.items())
+        raise ValueError(
+            f"study {study.name!r} has no model named {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], list(known))}; its models (checkpoint stems): {listed}"
+        )
+    return [known[name] for name in models]
+
+
+def _phase(tag: str, name: str, seconds: float, detail: str = "") -> None:
+    print(f"[{tag}] {name}: done in {seconds:.1f}s{'; ' + detail if detail else ''}", flush=True)
 
 
 def run_study(
@@ -51,83 +68,66 @@ def run_study(
     *,
     data_root: str | os.PathLike | None = None,
     epochs: int | None = None,
-    only: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
     started: float | None = None,
     force: bool = False,
 ) -> int:
     """Train what is missing (all classes, and the class subset for the novel-class
-    analyses), cache every split, run the study's batch; print the timings and figure
-    folders. ``data_root`` and ``epochs`` replace the spec's. Returns the exit status."""
+    analyses), cache every split, run the study's batch; print each phase (train, cache,
+    notebooks) with its time, the total and the figure folders. ``data_root`` and
+    ``epochs`` replace the spec's; ``models`` (names or stems) limits training and caching
+    to those models. Everything is checked before the first phase starts. Returns the exit
+    status (1 when a notebook failed)."""
     from mrl_analysis.app.runner import print_summary, run_batch
     from mrl_analysis.cache.experiment import build_caches, build_subset_caches
     from mrl_analysis.models.training import train_many
 
+    start = time.perf_counter() if started is None else started
     spec = study if isinstance(study, Study) else load_study(study)
     tag = spec.name
-    start = time.perf_counter() if started is None else started
+    if spec.dataset == "tiny-imagenet":
+        data_root = check_tiny_imagenet(data_root or spec.data_root).absolute()
+        print(f"[{tag}] data: {data_root}")
     root = data_root if data_root is not None else spec.data_root
-    stems = _only_stems(spec, only)
+    stems = model_stems(spec, models)
     model_sets = [(spec.models, spec.train_configs(epochs=epochs, data_root=root))]
     if spec.novel_models is not None:
         novel = spec.train_configs(novel=True, epochs=epochs, data_root=root)
         model_sets.append((spec.novel_models, novel))
-    folders = " and ".join(f"{models.checkpoints}/" for models, _ in model_sets)
-    print(f"[{tag}] 1/3 training the {spec.dataset} models into {folders}")
+
+    folders = " and ".join(f"{model_set.checkpoints}/" for model_set, _ in model_sets)
+    print(f"[{tag}] train: the {spec.dataset} models into {folders} (those missing)")
+    t0 = time.perf_counter()
     trained = [
-        (models, train_many(configs, models.checkpoints, only=stems))
-        for models, configs in model_sets
+        (model_set, train_many(configs, model_set.checkpoints, only=stems))
+        for model_set, configs in model_sets
     ]
     t_train = time.perf_counter()
-    print(f"[{tag}] 2/3 caching embeddings ({t_train - start:.0f}s so far)")
+    _phase(tag, "train", t_train - t0, f"{sum(len(p) for _, p in trained)} model(s) ready")
+
+    print(f"[{tag}] cache: embeddings of {', '.join(spec.cache_splits)} into {spec.cache_root}/")
     common = {"cache_root": spec.cache_root, "data_root": root}
     splits = list(spec.cache_splits)
-    for i, (models, paths) in enumerate(trained):
-        display = {stem: name for name, stem in models.stems().items()}
+    for i, (model_set, paths) in enumerate(trained):
+        display = {stem: name for name, stem in model_set.stems().items()}
         named = {display[stem]: path for stem, path in paths.items()}
         # The class-subset models embed every class: their caches hold the novel ones too.
         build = build_caches if i == 0 else build_subset_caches
         build(named, spec.dataset, splits, **common)
     t_cache = time.perf_counter()
-    print(f"[{tag}] 3/3 running the notebooks ({t_cache - start:.0f}s so far)")
+    _phase(tag, "cache", t_cache - t_train)
+
+    print(f"[{tag}] notebooks: the study's batch (unchanged ones are reused)")
     summary = run_batch(spec.batch_spec(data_root=root), force=force)
     print_summary(summary)
     end = time.perf_counter()
+    reused = int(summary["reused"].sum()) if "reused" in summary else 0
+    _phase(tag, "notebooks", end - t_cache, f"{len(summary) - reused} run, {reused} reused")
     print(
-        f"[{tag}] done in {end - start:.0f}s (training {t_train - start:.0f}s, caching "
-        f"{t_cache - t_train:.0f}s, notebooks {end - t_cache:.0f}s); figures in:"
+        f"[{tag}] total {end - start:.1f}s (start-up {t0 - start:.1f}s, train "
+        f"{t_train - t0:.1f}s, cache {t_cache - t_train:.1f}s, notebooks "
+        f"{end - t_cache:.1f}s); figures in:"
     )
     for folder in sorted({str(Path(f)) for f in summary["figures_dir"]}):
         print(f"  {folder}")
     return 1 if (summary["status"] != "ok").any() else 0
-
-
-def run_demo(
-    *,
-    epochs: int | None = None,
-    only: Sequence[str] | None = None,
-    started: float | None = None,
-    force: bool = False,
-) -> int:
-    """``make demo``: the ``demo`` study (Fashion-MNIST)."""
-    return run_study("demo", epochs=epochs, only=only, started=started, force=force)
-
-
-def run_tiny_imagenet(
-    data_root: str | os.PathLike | None = None,
-    *,
-    epochs: int | None = None,
-    only: Sequence[str] | None = None,
-    started: float | None = None,
-    force: bool = False,
-) -> int:
-    """``make demo-tiny``: the ``tiny-imagenet`` study, its data checked first.
-
-    ``data_root`` (default: the spec's, relative to the project root) is the native
-    ``tiny-imagenet-200`` folder; a relative one given here is relative to the current
-    directory.
-    """
-    root = check_tiny_imagenet(data_root).absolute()
-    print(f"[tiny-imagenet] data: {root}")
-    return run_study(
-        "tiny-imagenet", data_root=root, epochs=epochs, only=only, started=started, force=force
-    )

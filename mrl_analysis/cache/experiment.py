@@ -1,23 +1,29 @@
 """An experiment: named checkpoints × one dataset's splits → embedding caches.
 
 Notebooks and the demo start here: ``build_caches`` loads each checkpoint once and each
-split once, and asks the cache layer for every (model, split) pair. A cache that is
-already up to date is reused at once; a stale one (changed checkpoint, data or
+split once, and makes one pass over each split for all the models
+(:func:`~mrl_analysis.cache.build.embed_many`): every image is read and transformed once,
+and its horizontally flipped copy (``hflip_splits``) comes from the same batch. A cache
+that is already up to date is reused at once; a stale one (changed checkpoint, data or
 transform) is recomputed. ``build_subset_caches`` does the same for models trained on a
 class subset, over *every* class of the splits (the novel-class analyses need the
-classes such a model never saw).
+classes such a model never saw). Under ``torchrun`` the passes are shared among the
+processes (:mod:`mrl_analysis.cache.build`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.cache.build import EmbedTarget, embed_many
 from mrl_analysis.cache.reader import EmbeddingCache
 from mrl_analysis.cache.store import cache_path
 from mrl_analysis.data.bundle import DatasetBundle
@@ -53,18 +59,27 @@ def build_caches(
     cache_root: str | os.PathLike = "data/cache",
     data_root: str | os.PathLike | None = None,
     batch_size: int = 256,
+    num_workers: int = 0,
     progress: bool = True,
-    hflip: bool = False,
+    hflip_splits: Sequence[str] = (),
+    device: str | torch.device | None = None,
+    distributed: bool | None = None,
 ) -> dict[str, dict[str, EmbeddingCache]]:
     """Caches ``{model_name: {split: EmbeddingCache}}`` for every named checkpoint.
 
     ``models`` maps a display name (``"MRL"``, ``"FF-512"``, ...) to a checkpoint path;
-    caches live at ``cache_path(cache_root, name, dataset, split)``.
+    caches live at ``cache_path(cache_root, name, dataset, split)``. Each split is read
+    once for all the models.
 
-    With ``hflip=True`` each split's evaluation transform is followed by a deterministic
-    horizontal flip (flip test-time augmentation); those caches are stored and returned
-    under the split name ``"<split>-hflip"``, and the flip is part of the transform's
-    ``repr``, hence of the cache key.
+    ``hflip_splits`` also caches those splits with every image flipped horizontally (flip
+    test-time augmentation), under the split name ``"<split>-hflip"``, from the same pass
+    over the data; the flip is part of the transform's ``repr``, hence of the cache key.
+    A split only in ``hflip_splits`` gets its flipped caches alone.
+
+    ``device`` (default: the CPU the checkpoints load on; ``"auto"``: this process's GPU
+    when there is one), ``num_workers`` (DataLoader processes decoding images, per
+    process) and ``distributed`` (default: when started by torchrun) are as in
+    :func:`~mrl_analysis.cache.build.embed_dataset`.
     """
     require_checkpoints(models)
     return _build(
@@ -75,8 +90,11 @@ def build_caches(
         cache_root=cache_root,
         data_root=data_root,
         batch_size=batch_size,
+        num_workers=num_workers,
         progress=progress,
-        hflip=hflip,
+        hflip_splits=hflip_splits,
+        device=device,
+        distributed=distributed,
     )
 
 
@@ -88,7 +106,10 @@ def build_subset_caches(
     cache_root: str | os.PathLike = "data/cache",
     data_root: str | os.PathLike | None = None,
     batch_size: int = 256,
+    num_workers: int = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
+    distributed: bool | None = None,
 ) -> dict[str, dict[str, EmbeddingCache]]:
     """Caches ``{name: {split: EmbeddingCache}}`` of class-subset models over all classes.
 
@@ -120,7 +141,10 @@ def build_subset_caches(
         cache_root=cache_root,
         data_root=data_root,
         batch_size=batch_size,
+        num_workers=num_workers,
         progress=progress,
+        device=device,
+        distributed=distributed,
     )
 
 
@@ -133,28 +157,46 @@ def _build(
     cache_root: str | os.PathLike,
     data_root: str | os.PathLike | None,
     batch_size: int,
+    num_workers: int,
     progress: bool,
-    hflip: bool = False,
+    hflip_splits: Sequence[str] = (),
+    device: str | torch.device | None,
+    distributed: bool | None,
 ) -> dict[str, dict[str, EmbeddingCache]]:
-    bundles = {split: _bundle(dataset, split, data_root, hflip) for split in splits}
-    caches: dict[str, dict[str, EmbeddingCache]] = {}
-    for name, checkpoint in models.items():
-        model = load_model(checkpoint)
-        # Planned for every split first, so that an unsuitable model fails before any work.
-        plans = {split: plan(name, model, bundle) for split, bundle in bundles.items()}
-        caches[name] = {}
-        for split, bundle in bundles.items():
-            folder, logit_classes = plans[split]
-            key = f"{split}-{HFLIP_SUFFIX}" if hflip else split
-            caches[name][key] = embed_dataset(
-                model,
-                bundle,
-                cache_path(cache_root, folder, dataset, key),
-                batch_size=batch_size,
-                model_id=folder,
-                progress=progress,
-                logit_classes=logit_classes,
-            )
+    passes = list(dict.fromkeys([*splits, *hflip_splits]))
+    bundles = {split: get_dataset(dataset, split, root=data_root) for split in passes}
+    flipped = {split: _flipped(bundles[split], dataset, data_root) for split in hflip_splits}
+    loaded = {name: load_model(checkpoint) for name, checkpoint in models.items()}
+    # Planned for every model and split first, so that an unsuitable model fails before
+    # any work.
+    plans = {
+        name: {split: plan(name, model, bundle) for split, bundle in bundles.items()}
+        for name, model in loaded.items()
+    }
+    caches: dict[str, dict[str, EmbeddingCache]] = {name: {} for name in models}
+    for split in passes:
+        targets: list[EmbedTarget] = []
+        names: list[tuple[str, str]] = []
+        for name, model in loaded.items():
+            folder, logit_classes = plans[name][split]
+            views = [(split, None, None)] if split in splits else []
+            if split in flipped:
+                views.append((f"{split}-{HFLIP_SUFFIX}", flipped[split], _hflip))
+            for key, bundle, view in views:
+                where = cache_path(cache_root, folder, dataset, key)
+                targets.append(EmbedTarget(model, where, folder, logit_classes, bundle, view))
+                names.append((name, key))
+        built = embed_many(
+            bundles[split],
+            targets,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            device=device,
+            distributed=distributed,
+        )
+        for (name, key), cache in zip(names, built, strict=True):
+            caches[name][key] = cache
     return caches
 
 
@@ -164,21 +206,31 @@ def build_flipped_caches(
     splits: Sequence[str],
     **kwargs,
 ) -> dict[str, dict[str, EmbeddingCache]]:
-    """:func:`build_caches` with ``hflip=True``: caches under ``"<split>-hflip"``."""
-    return build_caches(models, dataset, splits, hflip=True, **kwargs)
+    """The flipped caches alone (:func:`build_caches` with ``hflip_splits=splits``): caches
+    under ``"<split>-hflip"``."""
+    return build_caches(models, dataset, [], hflip_splits=splits, **kwargs)
 
 
-def _bundle(
-    dataset: str, split: str, data_root: str | os.PathLike | None, hflip: bool
+def _hflip(images: torch.Tensor) -> torch.Tensor:
+    """A batch ``[..., H, W]`` flipped left to right: what the flipped bundle's transform
+    does to each image, applied to the batch the plain pass loaded."""
+    return images.flip(-1)
+
+
+def _flipped(
+    plain: DatasetBundle, dataset: str, data_root: str | os.PathLike | None
 ) -> DatasetBundle:
-    plain = get_dataset(dataset, split, root=data_root)
-    if not hflip:
-        return plain
+    """``plain`` with its evaluation transform followed by a horizontal flip."""
     from torchvision.transforms import v2
 
     # p=1 makes the "random" flip unconditional: every sample is flipped, every run.
     flip = v2.Compose([plain.transform, v2.RandomHorizontalFlip(p=1.0)])
-    return get_dataset(dataset, split, root=data_root, transform=flip)
+    if not hasattr(plain.dataset, "transform"):
+        return get_dataset(dataset, plain.split, root=data_root, transform=flip)
+    # The same samples through the flipped transform: no second scan of the data files.
+    images = copy.copy(plain.dataset)
+    images.transform = flip
+    return dataclasses.replace(plain, dataset=images, transform=flip)
 
 
 # --------------------------------------------------------------------------- class subsets

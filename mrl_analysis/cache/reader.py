@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from mrl_analysis.cache.store import FORMAT, MANIFEST, CacheCorruptedError, sha256_file
+from mrl_analysis.cache.store import (
+    FORMAT,
+    MANIFEST,
+    CacheCorruptedError,
+    manifest_sha256,
+    sha256_file,
+)
 from mrl_analysis.core.checks import check_int
 from mrl_analysis.core.numeric import predictions, softmax
 
@@ -34,10 +40,23 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise CacheCorruptedError(f"{file} is not valid JSON ({exc}): {_fix_hint(path)}") from exc
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise ValueError(
-            f"{path} is in cache format {manifest.get('format')!r}, this version reads "
-            f"{FORMAT!r}: {_fix_hint(path)}"
+            f"{path} is in cache format {found!r}, this version reads {FORMAT!r}: {_fix_hint(path)}"
+        )
+    stored = manifest.get("manifest_sha256")
+    if stored is None:
+        raise CacheCorruptedError(
+            f"{file} carries no manifest_sha256 (written by an older mrl-analysis), so its "
+            f"nesting and class lists cannot be trusted: {_fix_hint(path)} (build_caches "
+            "does so by itself)"
+        )
+    if stored != manifest_sha256(manifest):
+        raise CacheCorruptedError(
+            f"{file} was edited after the cache was built: its content no longer matches "
+            "its manifest_sha256, and an edited nesting or class list would mislabel the "
+            f"arrays: {_fix_hint(path)}"
         )
     return manifest
 
@@ -67,7 +86,9 @@ def _open_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
                 f"says {spec['dtype']} {spec['shape']}: {_fix_hint(path)}"
             )
         arrays[name] = array
-    missing = {"features", "logits", "labels", "sample_ids"} - arrays.keys()
+    # An imported cache (cache/importer.py) declares that it has no heads: no logits.
+    heads = manifest.get("provenance", {}).get("heads", True)
+    missing = {"features", "labels", "sample_ids", *(["logits"] if heads else [])} - arrays.keys()
     if missing:
         raise CacheCorruptedError(
             f"the manifest of {path} lists no {sorted(missing)}: {_fix_hint(path)}"
@@ -90,6 +111,10 @@ def open_cache(path: str | os.PathLike) -> EmbeddingCache:
         if _read_manifest(path).get("build_id") == manifest.get("build_id"):
             return EmbeddingCache(path, manifest, arrays)
     raise RuntimeError(f"{path} kept being replaced while opening it (a rebuild is running); retry")
+
+
+class HeadlessCacheError(ValueError):
+    """Logits were asked of a cache imported from features alone (no classifier heads)."""
 
 
 class EmbeddingCache:
@@ -145,7 +170,23 @@ class EmbeddingCache:
 
     @property
     def num_classes(self) -> int:
+        if not self.has_heads:
+            return len(self.manifest["class_names"])
         return int(self._arrays["logits"].shape[2])
+
+    @property
+    def has_heads(self) -> bool:
+        """False for a cache imported from someone's features (no logits, no heads)."""
+        return "logits" in self._arrays
+
+    def _require_heads(self) -> None:
+        if not self.has_heads:
+            raise HeadlessCacheError(
+                f"{self.path} was imported from features alone: it has no classifier heads, "
+                "hence no logits. Logit-based analyses (linear accuracy, oracle, cascades, "
+                "Grad-CAM) need a model's cache; feature-based ones (k-NN, few-shot, FLUID, "
+                "retrieval, the Matryoshka diagnostic) work on it"
+            )
 
     def __len__(self) -> int:
         return self.num_samples
@@ -174,7 +215,10 @@ class EmbeddingCache:
         return out
 
     def logits(self) -> np.ndarray:
-        """Logits of every nesting size, float32 ``[G, N, C]`` (read-only, memory-mapped)."""
+        """Logits of every nesting size, float32 ``[G, N, C]`` (read-only, memory-mapped).
+
+        Raises :class:`HeadlessCacheError` for an imported cache (no heads)."""
+        self._require_heads()
         return self._arrays["logits"]
 
     def probabilities(self) -> np.ndarray:
@@ -208,6 +252,7 @@ class EmbeddingCache:
         MRL-E: any ``1 <= m <= d``, from the cached features and shared head (so sizes
         between the trained ones work, paper Fig. 5). MRL / FF: the trained sizes only.
         """
+        self._require_heads()
         m = self._check_dim(truncate_dim)
         if self.kind == "mrl-e":
             weight, bias = self.head()

@@ -15,6 +15,10 @@ A cache is a directory of memory-mappable ``.npy`` arrays plus ``manifest.json``
     head_bias.npy     [C]        ``logits_at(m)`` works at any size from the cache alone
     manifest.json     provenance, shapes, dtypes and a sha256 per array; written last
 
+The manifest covers itself too: ``manifest_sha256`` is the sha256 of its canonical JSON
+without that field (:func:`manifest_sha256`), checked by ``open_cache``, so an edited
+nesting or class list is refused instead of mislabelling the arrays.
+
 Precision. Features are stored as float16 when every value fits float16's range (else
 float32, recorded in the manifest): pooled features are O(1), and float16's relative
 rounding error of 2**-11 changes neither 1-NN neighbours nor head argmaxes in practice
@@ -63,8 +67,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from torch import nn
+
+from mrl_analysis.models.checkpoints import weights_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -73,31 +78,10 @@ MANIFEST = "manifest.json"
 #: How features are stored; ``"float16"`` falls back to float32 when a value is out of range.
 FeaturesDtype = Literal["float16", "float32"]
 _HASH_BLOCK = 16 << 20
-# Every file a finished cache may hold; anything else in a directory means it is not ours.
-_CACHE_FILES = frozenset(
-    {
-        MANIFEST,
-        "features.npy",
-        "logits.npy",
-        "labels.npy",
-        "sample_ids.npy",
-        "head_weight.npy",
-        "head_bias.npy",
-    }
-)
 
 
 class CacheCorruptedError(ValueError):
     """A cache file is missing, truncated or does not match its manifest checksum."""
-
-
-class ClassNamesMismatchWarning(UserWarning):
-    """The bundle names another number of classes than the model has outputs.
-
-    A model trained on a class subset and embedded on the full split is not a mismatch:
-    declare its outputs' classes (``embed_dataset(..., logit_classes=...)``, as
-    ``build_subset_caches`` does) and nothing is warned.
-    """
 
 
 # --------------------------------------------------------------------------- paths
@@ -141,18 +125,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _state_dict_sha256(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, value in sorted(model.state_dict().items()):
-        if not isinstance(value, torch.Tensor):
-            digest.update(f"{name}|{value!r}\n".encode())
-            continue
-        tensor = value.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def checkpoint_hash(model: nn.Module) -> tuple[str, str]:
     """``(sha256, source)``: from ``meta``, the checkpoint file, or the weights in memory."""
     meta = getattr(model, "meta", None) or {}
@@ -161,7 +133,7 @@ def checkpoint_hash(model: nn.Module) -> tuple[str, str]:
     path = meta.get("checkpoint_path") or getattr(model, "checkpoint_path", None)
     if path and Path(path).is_file():
         return sha256_file(Path(path)), "file"
-    return _state_dict_sha256(model), "state_dict"
+    return weights_sha256(model.state_dict()), "state_dict"
 
 
 def hash_json(value: Any) -> str:
@@ -282,16 +254,42 @@ def install(src: Path, dst: Path, *, atomic_swap: bool = True) -> None:
 
 
 def check_replaceable(cache_dir: Path) -> None:
-    """Refuse to replace ``cache_dir`` when it exists and is not an embedding cache."""
+    """Refuse to replace ``cache_dir`` unless it is empty or a manifest of ours says it is a
+    cache holding nothing else.
+
+    A folder of someone's own ``features.npy`` / ``labels.npy`` has a cache's file names
+    but no manifest: replacing it would delete their data.
+    """
     if not cache_dir.exists():
         return
     if not cache_dir.is_dir():
         raise ValueError(f"{cache_dir} exists and is not a directory: choose another cache_dir")
-    names = {p.name for p in cache_dir.iterdir()}
-    if names and MANIFEST not in names and not names <= _CACHE_FILES:
+    names = sorted(p.name for p in cache_dir.iterdir())
+    if not names:
+        return
+    try:
+        manifest = json.loads((cache_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = None
+    ours = isinstance(manifest, dict) and str(manifest.get("format", "")).startswith(
+        FORMAT.rsplit("/", 1)[0] + "/"
+    )
+    if not ours:
         raise ValueError(
-            f"{cache_dir} exists and is not an embedding cache (it holds {sorted(names)[:5]}); "
-            "refusing to replace it: choose another cache_dir or delete it"
+            f"{cache_dir} exists and is not an embedding cache: it holds {names[:5]} and no "
+            f"{MANIFEST} of ours. Refusing to replace it, which would delete those files: "
+            "choose another cache_dir (or move the files away yourself)"
+        )
+    arrays = manifest.get("arrays")
+    listed = {MANIFEST}
+    if isinstance(arrays, dict):
+        listed |= {str(a.get("file")) for a in arrays.values() if isinstance(a, dict)}
+    foreign = [name for name in names if name not in listed]
+    if foreign:
+        raise ValueError(
+            f"{cache_dir} is an embedding cache but also holds files its manifest does not "
+            f"list ({foreign[:5]}); refusing to replace it, which would delete them: move "
+            "them elsewhere or choose another cache_dir"
         )
 
 
@@ -324,11 +322,127 @@ def write_array(directory: Path, name: str, array: np.ndarray) -> Path:
     return path
 
 
+# ------------------------------------------------------------------- disk space
+
+# Out of space, over the disk quota, or over the file size limit (RLIMIT_FSIZE).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskFullError(OSError):
+    """Writing a cache ran out of disk space (or into a quota or file size limit)."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+        self.path = path
+
+
+@contextmanager
+def disk_space_guard(path: Path, *, resume_from: Path | None = None) -> Iterator[None]:
+    """Turn running out of space while writing ``path`` (or the file an error names) into
+    one :class:`DiskFullError` line: where, how much is free, what to do (``resume_from``:
+    the chunks kept for a resume)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        where = Path(exc.filename) if exc.filename else path
+        try:
+            free = f"{shutil.disk_usage(where.parent).free / 2**20:.0f} MB free there"
+        except OSError:
+            free = "free space unknown"
+        reason = "file size limit reached" if exc.errno == errno.EFBIG else "no space left"
+        kept = (
+            f"; the finished chunks stay in {resume_from}, so the next run resumes from them "
+            "(delete that folder to free their space instead)"
+            if resume_from is not None and resume_from.exists()
+            else ""
+        )
+        raise DiskFullError(
+            f"disk full at {where} ({reason}, {free}): free some space or choose a cache "
+            f"folder on another disk{kept}",
+            where,
+        ) from exc
+
+
+class NpyWriter:
+    """An ``.npy`` file of a known dtype and shape, written in blocks without memory mapping.
+
+    Its space is reserved first (``posix_fallocate``), so a full disk is an ``OSError``
+    before any data is written, never the SIGBUS a memory-mapped write past the free
+    space gets. ``write(index, block)`` puts ``block`` where element ``index`` starts;
+    ``block`` must fill a contiguous run of the array (whole trailing rows)::
+
+        with NpyWriter(path, np.float32, (G, N, C)) as out:
+            out.write((g, start, 0), logits_g)  # [end - start, C]
+    """
+
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), tuple(int(s) for s in shape)
+        self._fh = open(path, "wb")
+        try:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": self.shape,
+            }
+            np.lib.format.write_array_header_1_0(self._fh, header)
+            self._fh.flush()
+            self._offset = self._fh.tell()
+            size = self._offset + int(np.prod(self.shape)) * self.dtype.itemsize
+            try:
+                os.posix_fallocate(self._fh.fileno(), 0, size)
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    raise OSError(exc.errno, exc.strerror, str(path)) from exc
+                os.ftruncate(self._fh.fileno(), size)  # no fallocate here: writes still fail
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def write(self, index: tuple[int, ...], block: np.ndarray) -> None:
+        """Write ``block`` (cast to the file's dtype) starting at element ``index``."""
+        data = np.ascontiguousarray(block, dtype=self.dtype)
+        start = int(np.ravel_multi_index(index, self.shape))
+        if start + data.size > int(np.prod(self.shape)):
+            raise ValueError(f"a block of {data.shape} at {index} overruns {self.shape}")
+        view = memoryview(data).cast("B")
+        position = self._offset + start * self.dtype.itemsize
+        while view:
+            try:
+                written = os.pwrite(self._fh.fileno(), view, position)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+            view, position = view[written:], position + written
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> NpyWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of ``manifest`` as canonical JSON (sorted keys, no ``manifest_sha256``)."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` into ``directory`` and flush it (written last: it marks a
-    finished cache)."""
+    """Write ``manifest.json`` into ``directory`` with its own ``manifest_sha256``, and
+    flush it (written last: it marks a finished cache)."""
+    # The digest is taken of what a reader will parse (JSON turns tuples into lists, ...).
+    body = json.loads(json.dumps(manifest, default=str))
+    body["manifest_sha256"] = manifest_sha256(body)
     path = directory / MANIFEST
     with open(path, "w") as fh:
-        json.dump(manifest, fh, indent=1, default=str)
+        json.dump(body, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())

@@ -6,7 +6,8 @@ size decides the claim), its interval, the ``threshold`` the claim needs the eff
 and a verdict from :func:`verdict`:
 
 * ``holds``: the whole interval lies on the claimed side of the threshold;
-* ``does not hold``: the whole interval lies on the other side;
+* ``does not hold``: the whole interval lies on the other side, or on the threshold (an
+  effect that is exactly zero in every resample does not pass a threshold of zero);
 * ``cannot be measured here``: the interval straddles the threshold (too few samples to
   tell), or the inputs the finding needs are missing (``value`` is NaN); ``reason`` says
   which, in one sentence.
@@ -42,8 +43,8 @@ def verdict(ci_low: float, ci_high: float, threshold: float, direction: Directio
     if any(math.isnan(v) for v in (ci_low, ci_high)):
         return UNMEASURED
     if direction == "above":
-        return HOLDS if ci_low > threshold else FAILS if ci_high < threshold else UNMEASURED
-    return HOLDS if ci_high < threshold else FAILS if ci_low > threshold else UNMEASURED
+        return HOLDS if ci_low > threshold else FAILS if ci_high <= threshold else UNMEASURED
+    return HOLDS if ci_high < threshold else FAILS if ci_low >= threshold else UNMEASURED
 
 
 def finding(
@@ -65,7 +66,7 @@ def finding(
     """
     result = verdict(ci_low, ci_high, threshold, direction)
     if reason is None:
-        side = ">" if direction == "above" else "<"
+        side = "above" if direction == "above" else "below"
         if math.isnan(value):
             reason = "the inputs this finding needs are not in this study"
         elif result == UNMEASURED:
@@ -74,10 +75,8 @@ def finding(
                 "few samples to tell"
             )
         else:
-            where = "entirely" if result == HOLDS else "not"
-            reason = (
-                f"the interval [{ci_low:.4g}, {ci_high:.4g}] lies {where} {side} {threshold:.4g}"
-            )
+            where = "lies entirely" if result == HOLDS else "does not lie"
+            reason = f"the interval [{ci_low:.4g}, {ci_high:.4g}] {where} {side} {threshold:.4g}"
     return {
         "finding": key,
         "claim": claim,

@@ -16,6 +16,7 @@ the discordant pairs), so "64 vs 128" can be read as a real difference or as noi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,10 +50,16 @@ class Bootstrap:
 def percentile_interval(
     replicates: np.ndarray, level: float = LEVEL
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(low, high)`` percentiles of ``replicates [..., B]`` covering ``level``."""
+    """``(low, high)`` percentiles of ``replicates [..., B]`` covering ``level``.
+
+    NaN replicates (a ratio whose denominator was 0 in that resample) are left out; a row
+    of NaN only gets a NaN interval.
+    """
     level = check_fraction(level, "level")
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(replicates, [tail, 100 - tail], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": NaN is the answer
+        low, high = np.nanpercentile(replicates, [tail, 100 - tail], axis=-1)
     return low, high
 
 
@@ -90,6 +97,37 @@ def mean_ci(
     boot = bootstrap_means(values, n_boot, level=level, seed=seed)
     low, high = boot.interval()
     return pd.DataFrame({"value": boot.mean, "ci_low": low, "ci_high": high})
+
+
+def bootstrap_ratios(
+    numerators: np.ndarray,
+    denominators: np.ndarray,
+    n_boot: int = N_BOOT,
+    *,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Bootstrap:
+    """Bootstrap ratios of sums ``sum(numerators[k]) / sum(denominators[k])`` over samples.
+
+    ``numerators [K, N]``; ``denominators [K, N]`` or ``[N]`` (one for every row). For rates
+    over a subset of the samples (accuracy within a superclass, the share of errors that
+    stay in the true superclass): the numerator counts the hits among the subset, the
+    denominator marks the subset. The resamples are those of :func:`bootstrap_means` with
+    the same ``seed`` and ``N``, so ratios pair with means over the same samples. A ratio
+    whose denominator sums to 0 is NaN (in a replicate: left out of the interval).
+    """
+    num = np.atleast_2d(np.asarray(numerators, dtype=np.float64))
+    den = np.atleast_2d(np.asarray(denominators, dtype=np.float64))
+    if den.shape[0] == 1:
+        den = np.broadcast_to(den, num.shape)
+    if num.shape != den.shape:
+        raise ValueError(f"numerators {num.shape} and denominators {den.shape} must both be [K, N]")
+    k = num.shape[0]
+    boot = bootstrap_means(np.concatenate([num, den]), n_boot, level=level, seed=seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(boot.mean[k:] > 0, boot.mean[:k] / boot.mean[k:], np.nan)
+        reps = np.where(boot.replicates[k:] > 0, boot.replicates[:k] / boot.replicates[k:], np.nan)
+    return Bootstrap(mean=mean, replicates=reps, level=level)
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> pd.DataFrame:
@@ -159,10 +197,7 @@ def smallest_within_interval(
     if boot.mean.shape[0] != len(sizes_arr):
         raise ValueError(f"boot has {boot.mean.shape[0]} rows for {len(sizes_arr)} sizes")
     point = int(sizes_arr[int(cheapest_within(boot.mean, sizes_arr, boot.mean[-1], tolerance))])
-    # Sizes ascend, so the first size as good as the largest is the cheapest, per replicate.
-    rep_dims = sizes_arr[
-        np.argmax(as_good(boot.replicates, boot.replicates[-1:], tolerance), axis=0)
-    ]
+    rep_dims = smallest_within_replicates(boot, sizes_arr, tolerance)
     tail = 100 * (1 - boot.level) / 2
     # "nearest" keeps the interval's ends on the size ladder.
     lo_dim, hi_dim = np.percentile(rep_dims, [tail, 100 - tail], method="nearest")
@@ -172,3 +207,20 @@ def smallest_within_interval(
         "ci_low_dim": int(lo_dim),
         "ci_high_dim": int(hi_dim),
     }
+
+
+def smallest_within_replicates(
+    boot: Bootstrap, sizes: Sequence[int], tolerance: float = 0.0
+) -> np.ndarray:
+    """The smallest size within ``tolerance`` of the largest size's mean, in every bootstrap
+    replicate of ``boot`` (per-size outcomes ``[G, N]``, sizes ascending): ``[B]`` sizes.
+
+    For statistics built from several such sizes (e.g. the difference between two
+    saturation sizes), whose interval is then :func:`percentile_interval` of the result.
+    """
+    tolerance = check_fraction(tolerance, "tolerance")
+    sizes_arr = np.asarray(sizes)
+    if boot.replicates.shape[0] != len(sizes_arr):
+        raise ValueError(f"boot has {boot.replicates.shape[0]} rows for {len(sizes_arr)} sizes")
+    # Sizes ascend, so the first size as good as the largest is the cheapest, per replicate.
+    return sizes_arr[np.argmax(as_good(boot.replicates, boot.replicates[-1:], tolerance), axis=0)]

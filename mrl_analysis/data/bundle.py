@@ -87,9 +87,17 @@ class UnreadableImageError(ValueError):
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open ``path`` as an RGB PIL image; a decoding failure names the file."""
+    """Open ``path`` as an 8-bit RGB PIL image; a decoding failure names the file.
+
+    16-bit greyscale (PNG, TIFF: modes ``I;16*`` and ``I``) is scaled from 0..65535 to
+    0..255; PIL's own ``convert("RGB")`` clips it at 255, which turns such images white.
+    """
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I;16") or img.mode == "I":
+                wide = np.asarray(img, dtype=np.float32)
+                grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+                return Image.fromarray(grey).convert("RGB")
             return img.convert("RGB")
     except FileNotFoundError:
         raise

@@ -24,6 +24,7 @@ import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
 
+from mrl_analysis.core.checks import check_int
 from mrl_analysis.data import wordnet
 from mrl_analysis.data.bundle import Parts, Selector, data_dir
 from mrl_analysis.data.fingerprint import listing_digest
@@ -50,14 +51,27 @@ def transforms(size: int) -> tuple[v2.Compose, v2.Compose]:
 def _scan(
     root: Path, folder: Path, class_to_idx: Mapping[str, int]
 ) -> tuple[list[str], np.ndarray]:
-    """Image files under ``folder/<class>/`` as paths relative to ``root``, and labels."""
+    """Image files under ``folder/<class>/`` as paths relative to ``root``, and labels.
+
+    A class folder that exists but holds no image is an error: kept, it would be a class
+    with 0 samples (per-class metrics of nothing); dropped, it would shift the labels of
+    every later class against a split where it is not empty.
+    """
     samples = make_dataset(
         str(folder), dict(class_to_idx), extensions=IMG_EXTENSIONS, allow_empty=True
     )
+    targets = np.fromiter((t for _, t in samples), dtype=np.int64, count=len(samples))
+    found = set(np.unique(targets).tolist())
+    empty = sorted(c for c, i in class_to_idx.items() if i not in found and (folder / c).is_dir())
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" (+{len(empty) - 5} more)" if len(empty) > 5 else "")
+        raise ValueError(
+            f"{len(empty)} class folder(s) under {folder} hold no image files "
+            f"({', '.join(IMG_EXTENSIONS)}): {shown}. Add their images, remove the empty "
+            "folders, or leave those classes out with classes=[...]"
+        )
     cut = len(str(root)) + 1
-    return [p[cut:] for p, _ in samples], np.fromiter(
-        (t for _, t in samples), dtype=np.int64, count=len(samples)
-    )
+    return [p[cut:] for p, _ in samples], targets
 
 
 def _class_folder(folder: Path, looks_like_class: Callable[[str], bool]) -> Path:
@@ -126,8 +140,7 @@ def folder_parts(
     """Read the ``<class>/<image>`` tree at ``root`` (or ``root/<split>``)."""
     if root is None:
         raise ValueError("the folder dataset needs root= (a folder of <class>/<image> files)")
-    if int(image_size) < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+    image_size = check_int(image_size, "image_size", low=1)
     folder = root / split if (root / split).is_dir() else root
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrl_analysis.core.checks import check_int
 from mrl_analysis.data import cifar100, fashion_mnist, image_folders, tiny_imagenet
 from mrl_analysis.data.bundle import (
     DatasetBundle,
@@ -121,12 +122,20 @@ def get_dataset(
             f"{name} takes no option {', '.join(unknown)}; "
             f"its options: {', '.join(accepted) or 'none'}"
         )
+    if not isinstance(augment, bool):
+        raise TypeError(f"augment must be True or False, got {augment!r}")
+    if transform is not None and not callable(transform):
+        raise TypeError(f"transform must be callable (image -> tensor), got {transform!r}")
     if transform is not None and augment:
         raise ValueError("pass either augment=True or transform=..., not both")
+    if options.get("download") not in (None, True, False):
+        raise TypeError(f"download must be True, False or None, got {options['download']!r}")
 
     def select(ids: Sequence[str], names: Sequence[str]) -> np.ndarray:
         return _resolve_classes(classes, ids, names)
 
+    if root is not None and not isinstance(root, str | os.PathLike):
+        raise TypeError(f"root must be a folder path, got {root!r} ({type(root).__name__})")
     root = None if root is None else Path(root)
     parts = entry.build(split=split, root=root, select=select, **options)
     if transform is None:
@@ -147,7 +156,8 @@ def get_eval_transform(name: str, image_size: int | None = None) -> Callable:
     matters for ``folder`` (default 224).
     """
     entry = _entry(name)
-    return entry.transforms(image_size or entry.image_size)[0]
+    size = entry.image_size if image_size is None else check_int(image_size, "image_size", low=1)
+    return entry.transforms(size)[0]
 
 
 def _assemble(
@@ -273,6 +283,7 @@ def split_classes(
     Seeded and deterministic; each part keeps the order of ``class_ids``.
     """
     ids = list(class_ids)
+    n_pretrain, seed = check_int(n_pretrain, "n_pretrain"), check_int(seed, "seed", low=0)
     if not 0 < n_pretrain < len(ids):
         raise ValueError(f"n_pretrain must be in 1..{len(ids) - 1}, got {n_pretrain}")
     chosen = np.zeros(len(ids), dtype=bool)

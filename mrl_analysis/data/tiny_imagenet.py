@@ -82,6 +82,12 @@ def parts(split: str, root: Path | None, select: Selector) -> Parts:
             if not folder.is_dir():
                 raise FileNotFoundError(f"Tiny-ImageNet class folder {folder} is missing")
             images = sorted(n for n in os.listdir(folder) if _is_image(n))
+            if not images:
+                # Kept, it would be a class of 0 samples that no split can score.
+                raise ValueError(
+                    f"Tiny-ImageNet class folder {folder} holds no image files: re-extract "
+                    f"the dataset, or leave {wnid} out with classes=[...]"
+                )
             files += [f"train/{wnid}/images/{n}" for n in images]
             labels.append(np.full(len(images), i, dtype=np.int64))
             box_file = root / "train" / wnid / f"{wnid}_boxes.txt"

@@ -11,11 +11,13 @@ and benchmarked without a frontend:
   the disagreement list against the largest size (:mod:`mrl_analysis.interpret.disagreement`);
 * for one image: its top-5 classes, its nearest neighbours at that size (faiss, cosine
   on the truncated features) and its Grad-CAM at that size (computed on demand, memoized
-  per (image, size); needs the model and the images).
+  per (image, size); needs the model and the images). Grad-CAMs are computed one at a
+  time, so the widget may ask for them from a background thread.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -103,7 +105,10 @@ class ExplorerState:
         self._prefix_sq: np.ndarray | None = None
         self._logits: OrderedDict[int, np.ndarray] = OrderedDict()
         self._predictions: dict[int, np.ndarray] = {}
+        self._accuracy: dict[int, tuple[float, float | None]] = {}
         self._cams: dict[tuple[int, int], np.ndarray] = {}
+        # pytorch-grad-cam hooks the model's layer: two CAMs at once would mix activations.
+        self._cam_lock = threading.Lock()
         self._normalized = lru_cache(maxsize=4)(self._normalized_features)
         self._disagreements = lru_cache(maxsize=32)(self._disagreement_table)
 
@@ -148,12 +153,17 @@ class ExplorerState:
         return self._predictions[m]
 
     def accuracy(self, size: int) -> tuple[float, float | None]:
-        """``(accuracy, superclass accuracy)`` at ``size`` (the latter None without a map)."""
-        preds = self.predictions_at(size)
-        fine = float(np.mean(preds == self.labels))
-        if self.smap is None:
-            return fine, None
-        return fine, float(np.mean(self.smap.of(preds) == self.smap.of(self.labels)))
+        """``(accuracy, superclass accuracy)`` at ``size`` (the latter None without a map;
+        memoized: the explorer's summary line reads it first on every move)."""
+        m = self.check_size(size)
+        if m not in self._accuracy:
+            preds = self.predictions_at(m)
+            fine = float(np.mean(preds == self.labels))
+            coarse = None
+            if self.smap is not None:
+                coarse = float(np.mean(self.smap.of(preds) == self.smap.of(self.labels)))
+            self._accuracy[m] = (fine, coarse)
+        return self._accuracy[m]
 
     def confusion(self, size: int, level: Level = "fine") -> tuple[np.ndarray, list[str]]:
         """Counts ``[K, K]`` (rows true, columns predicted) and the K class names."""
@@ -248,20 +258,22 @@ class ExplorerState:
         return (image_to_rgb(self.image(sample)) * 255).round().astype(np.uint8)
 
     def cam(self, sample: int, size: int) -> np.ndarray:
-        """Grad-CAM ``[H, W]`` of ``sample`` at ``size`` (memoized per (sample, size))."""
+        """Grad-CAM ``[H, W]`` of ``sample`` at ``size`` (memoized per (sample, size); one
+        computation at a time, whichever thread asks)."""
         i, m = self.check_sample(sample), self.check_size(size)
-        if (i, m) not in self._cams:
-            if self.model is None:
-                raise ValueError("Grad-CAM needs the model: pass model= (load_model(...))")
-            result = size_cams(
-                self.model,
-                self.image(i)[None],
-                [m],
-                labels=self.labels[i : i + 1],
-                settings=self.cam_settings,
-            )
-            self._cams[(i, m)] = result.cams[0, 0]
-        return self._cams[(i, m)]
+        if self.model is None:
+            raise ValueError("Grad-CAM needs the model: pass model= (load_model(...))")
+        with self._cam_lock:
+            if (i, m) not in self._cams:
+                result = size_cams(
+                    self.model,
+                    self.image(i)[None],
+                    [m],
+                    labels=self.labels[i : i + 1],
+                    settings=self.cam_settings,
+                )
+                self._cams[(i, m)] = result.cams[0, 0]
+            return self._cams[(i, m)]
 
     def cam_overlay(self, sample: int, size: int) -> np.ndarray:
         """``sample``'s Grad-CAM at ``size`` blended over its image: ``uint8 [H, W, 3]``."""
@@ -307,8 +319,10 @@ class ExplorerState:
         if cam:
             title = f"{self.cam_settings.method_name} at m={view.size}"
             panels.append((title, self.cam_overlay(i, view.size)))
-        for row in view.neighbours.itertuples():
-            title = f"#{row.neighbour} {short_name(row.label_name, 10)}"
+        neighbours = view.neighbours
+        cosines = cosine_texts(neighbours["similarity"].to_numpy())
+        for row, cos in zip(neighbours.itertuples(), cosines, strict=True):
+            title = f"#{row.neighbour} {short_name(row.label_name, 10)}<br>cos {cos}"
             panels.append((title, self.rgb(row.neighbour)))
         return panels
 
@@ -332,6 +346,18 @@ def sample_table(view: ExplorerView) -> pd.DataFrame:
         ],
         ignore_index=True,
     )
+
+
+def cosine_texts(similarities: np.ndarray) -> list[str]:
+    """Cosine similarities as text with enough decimals (3 to 6) that none reads as an
+    exact 0 or ±1 it is not (float32 noise below 1e-6 aside)."""
+    values = np.asarray(similarities, dtype=np.float64)
+    for decimals in range(3, 7):
+        rounded = np.round(values, decimals)
+        exact_looking = (np.abs(rounded) == 1) | (rounded == 0)
+        if not (exact_looking & (np.abs(values - rounded) > 1e-6)).any():
+            break
+    return [f"{v:.{decimals}f}" for v in values]
 
 
 def short_name(name: str, width: int = 14) -> str:

@@ -1,36 +1,64 @@
 """The explorer's ipywidgets front end: a size slider over an :class:`ExplorerState`.
 
 :class:`Explorer` wires the state to widgets: a size slider (the nesting sizes; every size
-for MRL-E), a fine/superclass toggle, a sample picker and a "Grad-CAM" switch. Its images
-are PNGs drawn with PIL (an update costs milliseconds and needs no JavaScript). Headless
-(the batch runner) widgets do not render, so :meth:`Explorer.snapshot_figures` draws the
-current state as ordinary figures (:mod:`mrl_analysis.explore.plots`) for ``save_figure``.
+for MRL-E), a fine/superclass toggle, a sample picker and a "Grad-CAM" switch; below them
+a summary line, the confusion matrix (a plotly heat map, through JupyterLab's plotly
+renderer) beside the disagreement table, and the sample panel (image, Grad-CAM, top-5
+classes, nearest neighbours). The whole widget is about 720 px tall, so in JupyterLab in
+a 1100 px window the slider and the sample panel are visible together.
+
+What a slider move costs is ordered by what the user waits for:
+
+1. the summary line (accuracy at the new size, memoized per size) is sent first, before
+   anything else is computed;
+2. then the sample panel: the top-5 table and the neighbour thumbnails (memoized PNG
+   bytes: a widget whose value did not change sends nothing);
+3. then the disagreement table and the heat map (only when the size or level changed;
+   the heat map's plotly JSON is built once and only its numbers change, and it is the
+   browser's slowest part to draw, so it comes last);
+4. the Grad-CAM last, on a background thread, so that the next move never waits for it;
+   a CAM that a later move has made stale is not drawn (nor computed, if it had not
+   started).
+
+Headless (the batch runner) widgets do not render, so :meth:`Explorer.snapshot_figures`
+draws the current state as ordinary figures (:mod:`mrl_analysis.explore.plots`) for
+``save_figure``.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import threading
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import lru_cache
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from mrl_analysis.explore.plots import overview_figure, sample_figure
+from mrl_analysis.explore.plots import ConfusionBundles, overview_figure, sample_figure
 from mrl_analysis.explore.state import (
     ExplorerState,
     ExplorerView,
     Level,
+    cosine_texts,
     sample_table,
     short_name,
 )
+
+#: Pixel sizes of the layout (see the module docstring for the height budget).
+HEATMAP_PX = (430, 380)
+IMAGE_PX = 112
+THUMB_PX = 56
+
+_CELL = "padding:2px 10px;border-bottom:1px solid #d0d7de;white-space:nowrap"
+_NUMBER_CELL = _CELL + ";text-align:right;font-variant-numeric:tabular-nums"
 
 # ------------------------------------------------------------------- rendering
 
@@ -45,84 +73,44 @@ def _png(rgb: np.ndarray, min_pixels: int = 0) -> bytes:
     return buf.getvalue()
 
 
-@lru_cache(maxsize=1)
-def _blues() -> np.ndarray:
-    from matplotlib import colormaps
-
-    return (colormaps["Blues"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-
-
-_LEFT, _TOP = 110, 16
-
-
-@lru_cache(maxsize=8)
-def _labelled_canvas(names: tuple[str, ...], cell: int) -> Image.Image:
-    k = len(names)
-    canvas = Image.new("RGB", (_LEFT + k * cell + 4, _TOP + k * cell + 4), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, name in enumerate(names):
-        draw.text((2, _TOP + c * cell + cell // 2 - 5), f"{c} {short_name(name)}", fill="black")
-        draw.text((_LEFT + c * cell + cell // 2 - 3, 2), str(c), fill="black")
-    return canvas
-
-
-def confusion_png(counts: np.ndarray, names: Sequence[str], *, pixels: int = 300) -> bytes:
-    """A row-normalized confusion matrix as a PNG heat map (rows true, columns predicted).
-
-    Drawn with PIL rather than plotly so that an update costs milliseconds and needs no
-    JavaScript; classes are labelled when there are at most 30, counts written in the
-    cells when they are large enough.
-    """
-    k = len(names)
-    rows = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
-    cell = max(2, pixels // k)
-    grid = _blues()[np.round(share * 255).astype(np.int64)]
-    grid = np.repeat(np.repeat(grid, cell, axis=0), cell, axis=1)
-    if k > 30:
-        return _png(grid)
-    canvas = _labelled_canvas(tuple(str(n) for n in names), cell).copy()
-    canvas.paste(Image.fromarray(grid), (_LEFT, _TOP))
-    if cell >= 24:
-        draw = ImageDraw.Draw(canvas)
-        for c, p in zip(*np.nonzero(counts), strict=True):
-            color = "white" if share[c, p] > 0.6 else "black"
-            xy = (_LEFT + p * cell + 3, _TOP + c * cell + cell // 2 - 5)
-            draw.text(xy, str(counts[c, p]), fill=color)
-    buf = io.BytesIO()
-    canvas.save(buf, format="png", compress_level=1)
-    return buf.getvalue()
-
-
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _summary_html(view: ExplorerView, state: ExplorerState) -> str:
-    coarse = (
+def _summary_html(size: int, accuracy: float, coarse: float | None, state: ExplorerState) -> str:
+    superclass = (
         ""
-        if view.superclass_accuracy is None
-        else " · superclass accuracy "
-        f'<b class="mrl-superclass-accuracy">{_fmt(view.superclass_accuracy)}</b>'
+        if coarse is None
+        else f' · superclass accuracy <b class="mrl-superclass-accuracy">{_fmt(coarse)}</b>'
     )
     return (
-        f'<div class="mrl-summary">size m = <b class="mrl-size">{view.size}</b> of '
-        f"{state.sizes[-1]} ({state.kind}, N = {state.n}) · accuracy "
-        f'<b class="mrl-accuracy">{_fmt(view.accuracy)}</b>{coarse}</div>'
+        f'<div class="mrl-summary" style="font-size:14px">size m = '
+        f'<b class="mrl-size">{size}</b> of {state.sizes[-1]} ({state.kind}, N = {state.n:,})'
+        f' · top-1 accuracy <b class="mrl-accuracy">{_fmt(accuracy)}</b>{superclass}</div>'
     )
 
 
-def _table_html(columns: dict[str, Sequence[Any]], css_class: str) -> str:
-    def cell(value: Any) -> str:
-        text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        return f"<td>{html.escape(text)}</td>"
+def table_html(columns: dict[str, Sequence[Any]], css_class: str) -> str:
+    """An HTML table of ``columns`` (name → values): padded cells, floats to 3 decimals
+    (right-aligned), a header row."""
 
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    def cell(value: Any) -> str:
+        if isinstance(value, float | np.floating):
+            return f'<td style="{_NUMBER_CELL}">{value:.3f}</td>'
+        style = _NUMBER_CELL if isinstance(value, int | np.integer) else _CELL
+        return f'<td style="{style}">{html.escape(str(value))}</td>'
+
+    head = "".join(
+        f'<th style="{_CELL};text-align:left">{html.escape(name)}</th>' for name in columns
+    )
     body = "".join(
         "<tr>" + "".join(cell(v) for v in row) + "</tr>"
         for row in zip(*columns.values(), strict=True)
     )
-    return f'<table class="{css_class}"><tr>{head}</tr>{body}</table>'
+    return (
+        f'<table class="{css_class}" style="border-collapse:collapse;font-size:12px">'
+        f"<tr>{head}</tr>{body}</table>"
+    )
 
 
 def _disagreement_html(table: pd.DataFrame, state: ExplorerState) -> str:
@@ -134,13 +122,16 @@ def _disagreement_html(table: pd.DataFrame, state: ExplorerState) -> str:
     shown = {
         "kind": [kinds[d] for d in table["direction"]],
         "sample": table["sample_index"].tolist(),
-        "true": [names[c] for c in table["label"]],
-        f"pred @{lo}": [names[c] for c in table["pred_small"]],
-        f"pred @{hi}": [names[c] for c in table["pred_large"]],
+        "true": [short_name(names[c], 18) for c in table["label"]],
+        f"pred @{lo}": [short_name(names[c], 18) for c in table["pred_small"]],
+        f"pred @{hi}": [short_name(names[c], 18) for c in table["pred_large"]],
         "confusion": [c if isinstance(c, str) else "" for c in table["confusion"]],
     }
-    title = f"<b>Disagreements between sizes {lo} and {hi}</b> (most confident first)"
-    return f'<div class="mrl-disagreements">{title}{_table_html(shown, "mrl-table")}</div>'
+    title = (
+        f'<div style="margin-bottom:4px"><b>Disagreements between sizes {lo} and {hi}</b> '
+        "(most confident first; pick one above to inspect it)</div>"
+    )
+    return f'<div class="mrl-disagreements">{title}{table_html(shown, "mrl-table")}</div>'
 
 
 def _sample_html(view: ExplorerView, state: ExplorerState) -> str:
@@ -150,15 +141,20 @@ def _sample_html(view: ExplorerView, state: ExplorerState) -> str:
     mark = "✓" if best["is_label"] else "✗"
     top = {
         "rank": view.top["rank"].tolist(),
-        "name": view.top["name"].tolist(),
+        "class": [short_name(n, 22) for n in view.top["name"]],
         "probability": view.top["probability"].tolist(),
     }
     return (
         f'<div class="mrl-sample-info">sample <b class="mrl-sample">{i}</b> · true '
-        f"<b>{html.escape(label)}</b> · prediction at m={view.size}: "
+        f"<b>{html.escape(label)}</b><br>prediction at m={view.size}: "
         f'<b class="mrl-prediction">{html.escape(str(best["name"]))}</b> {mark}'
-        f"{_table_html(top, 'mrl-top5')}</div>"
+        f'<div style="margin-top:4px">{table_html(top, "mrl-top5")}</div></div>'
     )
+
+
+def _error_html(err: BaseException) -> str:
+    detail = html.escape("".join(traceback.format_exception(err)))
+    return f'<pre class="mrl-error" style="color:#cf222e">{detail}</pre>'
 
 
 # --------------------------------------------------------------------- widgets
@@ -167,8 +163,8 @@ def _sample_html(view: ExplorerView, state: ExplorerState) -> str:
 class Explorer:
     """The ipywidgets front end of an :class:`ExplorerState` (display it in a notebook).
 
-    ``timings`` holds the last update's seconds: ``update`` (everything but the CAM)
-    and ``cam``.
+    ``timings`` holds the last update's seconds: ``summary`` (until the summary line was
+    sent), ``update`` (everything but the CAM) and ``cam`` (on its thread).
     """
 
     def __init__(
@@ -179,7 +175,7 @@ class Explorer:
         sample: int | None = None,
         level: Level = "fine",
         show_cam: bool = True,
-        thumbnail_pixels: int = 64,
+        thumbnail_pixels: int = THUMB_PX,
     ) -> None:
         import ipywidgets as w
 
@@ -192,6 +188,12 @@ class Explorer:
         self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self.timings: dict[str, float] = {}
         self._busy = False
+        self._drawn: dict[str, Any] = {}  # what the size-only parts show: size, level
+        self._heatmaps: dict[str, ConfusionBundles] = {}  # per level
+        self._cam_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mrl-cam")
+        self._cam_lock = threading.Lock()  # a ticket and the CAM widgets change together
+        self._cam_ticket = 0
+        self._cam_future: Future | None = None
         can_cam = state.model is not None and state.dataset is not None
 
         self.size_slider = w.SelectionSlider(
@@ -199,55 +201,86 @@ class Explorer:
             value=size,
             description="size m",
             continuous_update=False,
-            layout=w.Layout(width="480px"),
+            layout=w.Layout(width="460px"),
         )
         self.size_slider.add_class("mrl-size-slider")
         self.level = w.ToggleButtons(
             options=["fine", "superclass"] if state.smap is not None else ["fine"],
             value=level,
             description="confusion",
-            style={"button_width": "90px"},
+            style={"button_width": "100px"},
         )
         self.sample_box = w.BoundedIntText(
-            value=state.check_sample(sample), min=0, max=state.n - 1, description="sample"
+            value=state.check_sample(sample),
+            min=0,
+            max=state.n - 1,
+            description="sample",
+            layout=w.Layout(width="180px"),
         )
-        self.picker = w.Dropdown(options=[("—", None)], value=None, description="pick a case")
+        self.picker = w.Dropdown(
+            options=[("—", None)],
+            value=None,
+            description="pick a case",
+            layout=w.Layout(width="280px"),
+        )
         self.cam_toggle = w.Checkbox(
-            value=bool(show_cam and can_cam), description="Grad-CAM", disabled=not can_cam
+            value=bool(show_cam and can_cam),
+            description="Grad-CAM",
+            disabled=not can_cam,
+            indent=False,
+            layout=w.Layout(width="110px"),
         )
         self.summary = w.HTML()
-        self.confusion_image = w.Image(format="png")
-        self.disagreement_html = w.HTML()
-        self.sample_html = w.HTML()
-        self.image = w.Image(format="png", width=128, height=128)
-        self.cam_image = w.Image(format="png", width=128, height=128)
-        self.cam_caption = w.HTML()
-        k = state.n_neighbours
-        self.thumbs = [w.Image(format="png", width=56, height=56) for _ in range(k)]
-        self.thumb_captions = [w.HTML() for _ in range(k)]
         self.errors = w.HTML()
-
-        controls = w.HBox([self.size_slider, self.level])
-        picks = w.HBox([self.sample_box, self.picker, self.cam_toggle])
-        neighbours = w.HBox(
-            [w.VBox([t, c]) for t, c in zip(self.thumbs, self.thumb_captions, strict=True)]
+        self.confusion = w.Output(
+            layout=w.Layout(width=f"{HEATMAP_PX[0]}px", height=f"{HEATMAP_PX[1]}px")
         )
+        self.confusion.add_class("mrl-confusion")
+        self.disagreement_html = w.HTML(
+            layout=w.Layout(max_height=f"{HEATMAP_PX[1]}px", overflow="auto", flex="1 1 auto")
+        )
+        self.sample_html = w.HTML(layout=w.Layout(width="300px"))
+        self.image = w.Image(format="png", width=IMAGE_PX, height=IMAGE_PX)
+        self.cam_image = w.Image(format="png", width=IMAGE_PX, height=IMAGE_PX)
+        self.cam_caption = w.HTML(layout=w.Layout(width=f"{IMAGE_PX + 20}px"))
+        k = state.n_neighbours
+        self.thumbs = [
+            w.Image(format="png", width=self.thumbnail_pixels, height=self.thumbnail_pixels)
+            for _ in range(k)
+        ]
+        self.thumb_captions = [w.HTML() for _ in range(k)]
+
+        cell = f"{self.thumbnail_pixels + 30}px"
+        neighbours = w.VBox(
+            [
+                w.HTML("<b>Nearest neighbours at this size</b> (faiss, cosine)"),
+                w.GridBox(
+                    [w.VBox([t, c]) for t, c in zip(self.thumbs, self.thumb_captions, strict=True)],
+                    layout=w.Layout(grid_template_columns=f"repeat(4, {cell})", grid_gap="2px"),
+                ),
+            ]
+        )
+        sample_panel = w.HBox(
+            [
+                w.VBox([self.image, w.HTML("image")]),
+                w.VBox([self.cam_image, self.cam_caption]),
+                self.sample_html,
+                neighbours,
+            ],
+            layout=w.Layout(grid_gap="12px", align_items="flex-start"),
+        )
+        sample_panel.add_class("mrl-sample-panel")
         self.widget = w.VBox(
             [
-                controls,
-                picks,
+                w.HBox([self.size_slider, self.level]),
+                w.HBox([self.sample_box, self.picker, self.cam_toggle]),
                 self.summary,
                 self.errors,
-                w.HBox([self.confusion_image, self.disagreement_html]),
                 w.HBox(
-                    [
-                        w.VBox([self.image, w.HTML("image")]),
-                        w.VBox([self.cam_image, self.cam_caption]),
-                        self.sample_html,
-                    ]
+                    [self.confusion, self.disagreement_html],
+                    layout=w.Layout(align_items="flex-start", grid_gap="12px"),
                 ),
-                w.HTML("<b>Nearest neighbours at this size</b> (faiss, cosine)"),
-                neighbours,
+                sample_panel,
             ]
         )
         self.widget.add_class("mrl-explorer")
@@ -286,60 +319,108 @@ class Explorer:
         self.sample_box.value = self.state.check_sample(sample)
 
     def refresh(self) -> None:
-        """Recompute and redraw the current (size, sample, level); errors are shown inline."""
+        """Redraw the current (size, sample, level) in the order of the module docstring;
+        errors are shown inline."""
         if self._busy:
             return
         self._busy = True
         try:
             start = time.perf_counter()
-            self._draw(self.state.view(self.size, self.sample, self.level.value))
+            m, i, level = self.size, self.sample, self.level.value
+            self.summary.value = _summary_html(m, *self.state.accuracy(m), self.state)
+            self.timings["summary"] = time.perf_counter() - start
+            self._draw(self.state.view(m, i, level))
             self.timings["update"] = time.perf_counter() - start
-            start = time.perf_counter()
-            self._draw_cam()
-            self.timings["cam"] = time.perf_counter() - start
             self.errors.value = ""
+            self._request_cam()
         except Exception as err:  # a widget callback's exception would vanish into a log
-            detail = html.escape("".join(traceback.format_exception(err)))
-            self.errors.value = f'<pre class="mrl-error" style="color:#cf222e">{detail}</pre>'
+            self.errors.value = _error_html(err)
         finally:
             self._busy = False
 
     def _draw(self, view: ExplorerView) -> None:
         state = self.state
-        self.summary.value = _summary_html(view, state)
-        self.confusion_image.value = confusion_png(view.confusion, view.confusion_labels)
-        self.disagreement_html.value = _disagreement_html(view.disagreements, state)
-        cases = view.disagreements
-        self.picker.options = [("—", None)] + [
-            (f"#{s} ({d})", int(s))
-            for s, d in zip(cases["sample_index"], cases["direction"], strict=True)
-        ]
-        self.picker.value = None
         self.sample_html.value = _sample_html(view, state)
-        if state.dataset is None:
-            return
-        self.image.value = self.thumbnail(view.sample, 128)
-        rows = view.neighbours.itertuples()
-        for thumb, caption, row in zip(self.thumbs, self.thumb_captions, rows, strict=False):
-            thumb.value = self.thumbnail(row.neighbour, self.thumbnail_pixels)
-            mark = "✓" if row.same_label else "✗"
-            caption.value = (
-                f'<span class="mrl-neighbour" style="font-size:11px">#{row.neighbour} '
-                f"{html.escape(short_name(row.label_name, 10))} {mark}<br>"
-                f"cos {row.similarity:.2f}</span>"
+        if state.dataset is not None:
+            self.image.value = self.thumbnail(view.sample, IMAGE_PX)
+            neighbours = view.neighbours
+            cosines = cosine_texts(neighbours["similarity"].to_numpy())
+            rows = zip(
+                self.thumbs, self.thumb_captions, neighbours.itertuples(), cosines, strict=False
             )
+            for thumb, caption, row, cos in rows:
+                thumb.value = self.thumbnail(row.neighbour, self.thumbnail_pixels)
+                mark = "✓" if row.same_label else "✗"
+                caption.value = (
+                    f'<span class="mrl-neighbour" style="font-size:11px;line-height:1.2">'
+                    f"#{row.neighbour} {mark}<br>{html.escape(short_name(row.label_name, 11))}"
+                    f"<br>cos {cos}</span>"
+                )
+        if self._drawn.get("size") != view.size:
+            self.disagreement_html.value = _disagreement_html(view.disagreements, state)
+            cases = view.disagreements
+            self.picker.options = [("—", None)] + [
+                (f"#{s} ({d})", int(s))
+                for s, d in zip(cases["sample_index"], cases["direction"], strict=True)
+            ]
+            self.picker.value = None
+            self._drawn["size"] = view.size
+        if self._drawn.get("confusion") != (view.size, view.level):
+            if view.level not in self._heatmaps:
+                self._heatmaps[view.level] = ConfusionBundles(
+                    view.confusion_labels, width=HEATMAP_PX[0], height=HEATMAP_PX[1]
+                )
+            level = "superclass" if view.level == "superclass" else "class"
+            title = f"{level} confusion at m = {view.size} (share of row)"
+            bundle = self._heatmaps[view.level].bundle(view.confusion, title)
+            self.confusion.outputs = (
+                {"output_type": "display_data", "data": bundle, "metadata": {}},
+            )
+            self._drawn["confusion"] = (view.size, view.level)
 
-    def _draw_cam(self) -> None:
-        if not self.cam_toggle.value:
-            self.cam_image.value = b""
-            self.cam_caption.value = "Grad-CAM off"
+    # --------------------------------------------------------------- Grad-CAM
+
+    def _request_cam(self) -> None:
+        """Draw the CAM of the current (sample, size) on the CAM thread (or "off")."""
+        sample, size = self.sample, self.size
+        with self._cam_lock:
+            self._cam_ticket += 1
+            if not self.cam_toggle.value:
+                self.cam_image.value = b""
+                self.cam_caption.value = "Grad-CAM off"
+                return
+            self.cam_caption.value = (
+                f'<span class="mrl-cam-pending" style="font-size:11px">computing '
+                f"{self.state.cam_settings.method_name} at m={size}…</span>"
+            )
+            self._cam_future = self._cam_pool.submit(self._draw_cam, self._cam_ticket, sample, size)
+
+    def _draw_cam(self, ticket: int, sample: int, size: int) -> None:
+        if ticket != self._cam_ticket:  # a later move came first: skip the work
             return
-        state = self.state
-        self.cam_image.value = _png(state.cam_overlay(self.sample, self.size), 128)
-        self.cam_caption.value = (
-            f'<span class="mrl-cam-caption">{state.cam_settings.method_name} at m={self.size} '
-            f"({state.cam_settings.target})</span>"
-        )
+        start = time.perf_counter()
+        try:
+            png = _png(self.state.cam_overlay(sample, size), IMAGE_PX)
+        except Exception as err:  # shown like the main thread's errors
+            with self._cam_lock:
+                if ticket == self._cam_ticket:
+                    self.errors.value = _error_html(err)
+            return
+        settings = self.state.cam_settings
+        with self._cam_lock:
+            if ticket != self._cam_ticket:
+                return
+            self.cam_image.value = png
+            self.cam_caption.value = (
+                f'<span class="mrl-cam-caption" style="font-size:11px">{settings.method_name} '
+                f"at m={size} ({settings.target})</span>"
+            )
+            self.timings["cam"] = time.perf_counter() - start
+
+    def wait_for_cam(self, timeout: float | None = None) -> None:
+        """Block until the last requested CAM is drawn (for scripts and tests)."""
+        if self._cam_future is not None:
+            self._cam_future.result(timeout)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         return self.widget._repr_mimebundle_(**kwargs)

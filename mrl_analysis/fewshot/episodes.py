@@ -3,8 +3,10 @@
 An *n*-shot *k*-way episode draws ``k`` classes, ``n`` support and ``q`` query samples per
 class (disjoint); the class means of the support samples classify the queries
 (:mod:`mrl_analysis.fewshot.ncm` has the NCM conventions). Accuracy is averaged over
-episodes, with a 95% confidence interval ``1.96 * std / sqrt(E)``, for each nesting size,
-shot count and way count (paper Table 15).
+episodes, with a percentile bootstrap interval over the episodes
+(:func:`mrl_analysis.core.stats.mean_ci`; the resamples are shared by every size of a grid
+point, so sizes stay paired), for each nesting size, shot count and way count (paper
+Table 15).
 
 Both settings of the issue are the same computation on different inputs:
 
@@ -19,7 +21,7 @@ Why no faiss here: the "database" of an episode is its ``k`` class means, differ
 episode and at every size; one batched matrix product per size scores all the episodes of a
 chunk at once, where faiss would need an index per episode and size.
 
-Tables (accuracy and ``ci95`` as fractions in [0, 1]):
+Tables (accuracy and its interval as fractions in [0, 1]):
 
 ============  ============================================================
 model         the caller's name (``"MRL"``, ``"MRL-E"``, ``"FF-64"``, ...)
@@ -29,7 +31,8 @@ ways          k, classes per episode (the class count for "all classes")
 queries       q, query samples per class
 episodes      E, the number of episodes
 accuracy      mean episode accuracy
-ci95          half-width of the 95% confidence interval of the mean
+ci_low        lower end of its bootstrap interval over episodes (95% by default)
+ci_high       upper end
 ============  ============================================================
 """
 
@@ -40,12 +43,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mrl_analysis.core.checks import check_features, check_int, check_labels, check_sizes
+from mrl_analysis.core.progress import progress as progress_bar
+from mrl_analysis.core.stats import LEVEL, N_BOOT, mean_ci
 from mrl_analysis.fewshot.ncm import Metric, check_metric, prefix_norms, safe_norms, single_threaded
 
-COLUMNS = ["model", "truncate_dim", "shots", "ways", "queries", "episodes", "accuracy", "ci95"]
+COLUMNS = [
+    "model",
+    "truncate_dim",
+    "shots",
+    "ways",
+    "queries",
+    "episodes",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+]
 
 # Random keys drawn at once when sampling episodes (~128 MB of float64).
 _SAMPLE_ELEMENTS = 1 << 24
@@ -215,7 +229,9 @@ def _episode_accuracy(
     rows = max(1, _SCORE_ELEMENTS // per_episode)
     starts = range(0, episodes.n_episodes, rows)
     with single_threaded():
-        for lo in tqdm(starts, desc="few-shot episodes", leave=False, disable=not progress):
+        for lo in progress_bar(
+            starts, desc="few-shot episodes", unit="chunk", disable=not progress
+        ):
             chunk = slice(lo, lo + rows)
             out[:, chunk] = _chunk_accuracy(x, episodes, chunk, sizes, norms, metric, dtype)
     return out
@@ -255,11 +271,56 @@ def _chunk_accuracy(
     return out
 
 
-def _summary(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and 95% CI half-width over the last axis."""
-    e = acc.shape[-1]
-    std = acc.std(-1, ddof=1) if e > 1 else np.zeros(acc.shape[:-1])
-    return acc.mean(-1), 1.96 * std / np.sqrt(e)
+def episode_accuracies(
+    features: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    shots: int,
+    ways: int | None,
+    queries: int | None = 15,
+    n_episodes: int = 1000,
+    classes: Sequence[int] | None = None,
+    metric: Metric = "cosine",
+    seed: int = 0,
+) -> np.ndarray:
+    """NCM accuracy of every episode of one grid point at every size: ``[len(sizes), E]``.
+
+    The episodes are those :func:`fewshot_accuracy` draws for ``(shots, ways)`` with the
+    same arguments (one seed derivation), so the per-episode values behind a table row can
+    be bootstrapped further (e.g. few-shot saturation's finding). ``ways=None``: every class.
+    """
+    x = check_features(features)
+    y = check_labels(labels, x.shape[0])
+    sizes = check_sizes(nesting, x.shape[1], "nesting")
+    check_metric(metric)
+    shots = check_int(shots, "shots", low=1)
+    n_classes = len(_class_pool(y, classes)[0])
+    k = n_classes if ways is None else check_int(ways, "ways")
+    episodes = _grid_episodes(y, shots, k, n_classes, queries, n_episodes, classes, seed)
+    return _episode_accuracy(x, episodes, sizes, metric, progress=False)
+
+
+def _grid_episodes(
+    y: np.ndarray,
+    shots: int,
+    k: int,
+    n_classes: int,
+    queries: int | None,
+    n_episodes: int,
+    classes: Sequence[int] | None,
+    seed: int,
+) -> Episodes:
+    """The episodes of grid point ``(shots, k)``, seeded from ``(seed, shots, k, queries)``."""
+    return sample_episodes(
+        y,
+        ways=None if k == n_classes else k,
+        shots=shots,
+        queries=queries,
+        n_episodes=n_episodes,
+        classes=classes,
+        seed=[seed, shots, k, 0 if queries is None else int(queries)],
+    )
 
 
 def fewshot_accuracy(
@@ -274,6 +335,8 @@ def fewshot_accuracy(
     classes: Sequence[int] | None = None,
     metric: Metric = "cosine",
     seed: int = 0,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
     model: str = "model",
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -281,7 +344,8 @@ def fewshot_accuracy(
 
     ``ways`` entries of ``None`` mean all classes; way counts resolving to the same number
     are evaluated once. Each (shots, ways) grid point draws its own episodes from a seed
-    derived from ``(seed, shots, ways, queries)``. An episode costs about
+    derived from ``(seed, shots, ways, queries)``; its interval bootstraps those episodes
+    (``n_boot`` resamples at ``level``, seeded by ``seed``). An episode costs about
     ``k * (k * q) * sum(nesting)`` multiply-adds: "all classes" on many classes is costly, and
     its episodes vary less (only the samples change), so give it fewer episodes in a call of
     its own.
@@ -296,18 +360,12 @@ def fewshot_accuracy(
     resolved = list(dict.fromkeys(n_classes if w is None else check_int(w, "ways") for w in ways))
     rows: list[dict] = []
     grid = [(check_int(n, "shots", low=1), k) for n in shots for k in resolved]
-    for n, k in tqdm(grid, desc=f"few-shot {model}", leave=False, disable=not progress):
-        episodes = sample_episodes(
-            y,
-            ways=None if k == n_classes else k,
-            shots=n,
-            queries=queries,
-            n_episodes=n_episodes,
-            classes=classes,
-            seed=[seed, n, k, 0 if queries is None else int(queries)],
-        )
+    for n, k in progress_bar(
+        grid, desc=f"few-shot · {model}", unit="grid point", disable=not progress
+    ):
+        episodes = _grid_episodes(y, n, k, n_classes, queries, n_episodes, classes, seed)
         acc = _episode_accuracy(x, episodes, sizes, metric, progress=False)
-        mean, ci = _summary(acc)
+        ci = mean_ci(acc, n_boot, level=level, seed=seed)
         rows += [
             {
                 "model": model,
@@ -316,8 +374,9 @@ def fewshot_accuracy(
                 "ways": k,
                 "queries": episodes.queries,
                 "episodes": n_episodes,
-                "accuracy": mean[g],
-                "ci95": ci[g],
+                "accuracy": ci["value"].iat[g],
+                "ci_low": ci["ci_low"].iat[g],
+                "ci_high": ci["ci_high"].iat[g],
             }
             for g, m in enumerate(sizes)
         ]

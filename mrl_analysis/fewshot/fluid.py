@@ -14,7 +14,11 @@ normalized samples; cosine or Euclidean scores; ties to the smallest class label
 Accuracies (fractions in [0, 1]): ``pretrain-head``, ``novel-head``, ``pretrain-tail`` and
 ``novel-tail`` average per-class accuracies over the classes of the category (as long-tail
 benchmarks do), ``mean-per-class`` over all classes in the stream, ``overall`` is the
-accuracy over all samples.
+accuracy over all samples. Each comes with a percentile bootstrap interval over the stream's
+samples (``ci_low``, ``ci_high``; resamples shared by every size and category, see
+:mod:`mrl_analysis.core.stats`): it measures how much the score depends on which samples
+were evaluated, for the learner's predictions on this stream (a tail class with three
+samples gets a wide interval); drawing other streams (seeds) varies the learning too.
 
 Vectorization: the prediction at step t needs the class means after steps < t. The stream
 is processed in blocks of B steps; with the normalized block features X, the sums S before
@@ -35,7 +39,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from mrl_analysis.core.checks import (
     check_features,
@@ -44,6 +47,8 @@ from mrl_analysis.core.checks import (
     check_nesting,
     check_sizes,
 )
+from mrl_analysis.core.progress import progress as progress_bar
+from mrl_analysis.core.stats import LEVEL, N_BOOT, bootstrap_means
 from mrl_analysis.fewshot.ncm import Metric, check_metric, prefix_norms, safe_norms, single_threaded
 from mrl_analysis.fewshot.stream import FluidStream
 
@@ -56,7 +61,16 @@ CATEGORIES: tuple[str, ...] = (
     "overall",
 )
 GROUPS: tuple[str, ...] = ("all", "pretrain", "novel")
-ACCURACY_COLUMNS = ["model", "truncate_dim", "category", "accuracy", "n_classes", "n_samples"]
+ACCURACY_COLUMNS = [
+    "model",
+    "truncate_dim",
+    "category",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "n_classes",
+    "n_samples",
+]
 CURVE_COLUMNS = ["model", "truncate_dim", "group", "step", "accuracy", "window_accuracy"]
 
 # Rows of training features normalized at once when initialising the pretrain sums.
@@ -119,6 +133,7 @@ def fluid_predictions(
     init_labels: np.ndarray | None = None,
     metric: Metric = "cosine",
     block_size: int = 128,
+    model: str = "model",
     progress: bool = True,
 ) -> np.ndarray:
     """Predicted class of every stream step at every size: int64 ``[len(nesting), N]``.
@@ -129,6 +144,7 @@ def fluid_predictions(
     definition (module docstring). The matrix products run in the precision of
     ``features`` (float32 from a cache: ~3x faster; float64 gives the literal loop's
     predictions to the last tie); class sums and norms are always accumulated in float64.
+    ``model`` names the progress bar.
     """
     x = check_features(features)
     sizes = check_sizes(nesting, x.shape[1], "nesting")
@@ -147,7 +163,10 @@ def fluid_predictions(
         sq = [np.einsum("cm,cm->c", s, s) for s in sums]
         preds = np.empty((len(sizes), len(stream)), dtype=np.int64)
         starts = range(0, len(stream), block_size)
-        for lo in tqdm(starts, desc="FLUID stream", leave=False, disable=not progress):
+        bar = progress_bar(
+            starts, desc=f"FLUID stream · {model}", unit="block", disable=not progress
+        )
+        for lo in bar:
             block = slice(lo, lo + block_size)
             xb = np.asarray(x[stream.indices[block], : sizes[-1]], dtype=dtype)
             preds[:, block] = _predict_block(
@@ -224,6 +243,62 @@ def _check_predictions(
     return preds, sizes
 
 
+def _category_masks(table: pd.DataFrame, present: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Classes averaged by each category; ``None`` for ``overall`` (a mean over samples)."""
+    masks: dict[str, np.ndarray | None] = {}
+    for category in CATEGORIES:
+        if category == "overall":
+            masks[category] = None
+        elif category == "mean-per-class":
+            masks[category] = present
+        else:
+            masks[category] = np.asarray(table["category"] == category)
+    return masks
+
+
+def _bootstrap_categories(
+    correct: np.ndarray,
+    target: np.ndarray,
+    n_classes: int,
+    masks: dict[str, np.ndarray | None],
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Bootstrap interval ``(low [G], high [G])`` of every category over the stream samples.
+
+    Per-class hit rates are ratios of two sample means (hits of a class, its share of the
+    stream), so one shared-resample bootstrap of the rows ``hits[g, c]``, ``share[c]`` and
+    ``correct[g]`` gives every category's replicates; a class a replicate happens to leave
+    out drops out of that replicate's average.
+    """
+    g_count, n = correct.shape
+    share = np.zeros((n_classes, n))
+    share[target, np.arange(n)] = 1.0
+    hits = (correct[:, None, :] * share[None]).reshape(g_count * n_classes, n)
+    boot = bootstrap_means(np.concatenate([hits, share, correct]), n_boot, level=level, seed=seed)
+    reps = boot.replicates
+    rep_hits = reps[: g_count * n_classes].reshape(g_count, n_classes, -1)
+    rep_share = reps[g_count * n_classes : (g_count + 1) * n_classes]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_class = np.where(rep_share > 0, rep_hits / rep_share, np.nan)  # [G, C, B]
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for category, mask in masks.items():
+        if mask is None:
+            values = reps[-g_count:]
+        elif not mask.any():
+            continue
+        else:
+            part = per_class[:, mask]
+            seen = np.isfinite(part).sum(axis=1)
+            values = np.where(seen > 0, np.nansum(part, axis=1) / np.maximum(seen, 1), np.nan)
+        with np.errstate(invalid="ignore"):
+            low, high = np.nanpercentile(values, [tail, 100 - tail], axis=-1)
+        out[category] = (low, high)
+    return out
+
+
 def fluid_accuracy(
     predictions: np.ndarray,
     stream: FluidStream,
@@ -231,38 +306,53 @@ def fluid_accuracy(
     *,
     head_threshold: float = 50,
     model: str = "model",
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Accuracy per category and size (Table 16): columns ``model, truncate_dim,
-    category, accuracy, n_classes, n_samples``; a category without classes has NaN."""
+    category, accuracy, ci_low, ci_high, n_classes, n_samples``; a category without classes
+    has NaN. The interval bootstraps the stream's samples (``n_boot`` resamples at
+    ``level``, seeded by ``seed``; module docstring)."""
     preds, sizes = _check_predictions(predictions, stream, nesting)
     table = stream.class_table(head_threshold)
     classes = stream.classes
     target = np.searchsorted(classes, stream.labels)
-    correct = preds == stream.labels
+    correct = (preds == stream.labels).astype(np.float64)
     counts = table["count"].to_numpy()
     present = counts > 0
-    rows = []
-    for g, m in enumerate(sizes):
-        hits = np.bincount(target, weights=correct[g], minlength=classes.size)
-        per_class = np.divide(hits, counts, out=np.full(classes.size, np.nan), where=present)
-        for category in CATEGORIES:
-            if category == "overall":
-                mask = present
-                value = correct[g].mean() if len(stream) else np.nan
-            else:
-                mask = present if category == "mean-per-class" else table["category"] == category
-                mask = np.asarray(mask)
-                value = per_class[mask].mean() if mask.any() else np.nan
-            rows.append(
-                {
-                    "model": model,
-                    "truncate_dim": m,
-                    "category": category,
-                    "accuracy": value,
-                    "n_classes": int(mask.sum()),
-                    "n_samples": int(counts[mask].sum()),
-                }
-            )
+    masks = _category_masks(table, present)
+    nan = np.full(len(sizes), np.nan)
+    intervals = (
+        _bootstrap_categories(correct, target, classes.size, masks, n_boot, level, seed)
+        if len(stream)
+        else {}
+    )
+    hits = np.stack([np.bincount(target, weights=c, minlength=classes.size) for c in correct])
+    per_class = np.divide(
+        hits, counts, out=np.full(hits.shape, np.nan), where=present[None, :]
+    )  # [G, C]
+    stats = {}
+    for category, mask in masks.items():
+        if mask is None:
+            mask, values = present, correct.mean(axis=1) if len(stream) else nan
+        else:
+            values = per_class[:, mask].mean(axis=1) if mask.any() else nan
+        stats[category] = (mask, values, *intervals.get(category, (nan, nan)))
+    rows = [
+        {
+            "model": model,
+            "truncate_dim": m,
+            "category": category,
+            "accuracy": values[g],
+            "ci_low": low[g],
+            "ci_high": high[g],
+            "n_classes": int(mask.sum()),
+            "n_samples": int(counts[mask].sum()),
+        }
+        for g, m in enumerate(sizes)
+        for category, (mask, values, low, high) in stats.items()
+    ]
     return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
@@ -327,9 +417,13 @@ def evaluate_fluid(
     metric: Metric = "cosine",
     model: str = "model",
     points: int = 200,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = 0,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`fluid_predictions`, then the category table and the learning curves."""
+    """:func:`fluid_predictions`, then the category table (with its bootstrap intervals)
+    and the learning curves."""
     sizes = check_sizes(nesting, np.shape(features)[-1], "nesting")
     preds = fluid_predictions(
         features,
@@ -338,9 +432,19 @@ def evaluate_fluid(
         init_features=init_features,
         init_labels=init_labels,
         metric=metric,
+        model=model,
         progress=progress,
     )
     return (
-        fluid_accuracy(preds, stream, sizes, head_threshold=head_threshold, model=model),
+        fluid_accuracy(
+            preds,
+            stream,
+            sizes,
+            head_threshold=head_threshold,
+            model=model,
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+        ),
         fluid_learning_curve(preds, stream, sizes, points=points, model=model),
     )

@@ -26,9 +26,11 @@ FEWSHOT_COLUMNS = [
     "ways",
     "truncate_dim",
     "accuracy",
-    "ci95",
+    "ci_low",
+    "ci_high",
     "baseline_accuracy",
-    "baseline_ci95",
+    "baseline_ci_low",
+    "baseline_ci_high",
     "value",
     "text",
 ]
@@ -43,23 +45,35 @@ SATURATION_COLUMNS = [
     "largest_dim",
     "text",
 ]
-FLUID_COLUMNS = ["headline", "model", "truncate_dim", "category", "value", "text"]
+FLUID_COLUMNS = [
+    "headline",
+    "model",
+    "truncate_dim",
+    "category",
+    "value",
+    "ci_low",
+    "ci_high",
+    "text",
+]
 STREAM_COLUMNS = ["headline", "value", "text"]
 
 _NOVEL = " on novel classes"
-_FEWSHOT_NEEDED = {"model", "truncate_dim", "shots", "ways", "accuracy", "ci95"}
+_FEWSHOT_NEEDED = {"model", "truncate_dim", "shots", "ways", "accuracy", "ci_low", "ci_high"}
 
 
-def _pct(accuracy: float, ci95: float | None = None) -> str:
+def _pct(accuracy: float, low: float | None = None, high: float | None = None) -> str:
+    """``62.3%``, or with an interval ``62.3% [60.1, 64.2]`` (percent)."""
     if np.isnan(accuracy):
         return "n/a"
-    return f"{100 * accuracy:.1f}%" if ci95 is None else f"{100 * accuracy:.1f} ± {100 * ci95:.1f}%"
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
+        return f"{100 * accuracy:.1f}%"
+    return f"{100 * accuracy:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _cells(table: pd.DataFrame, model: str, shots: int, ways: int) -> pd.DataFrame:
-    """``accuracy`` and ``ci95`` of one model, shot and way count, indexed by size."""
+    """``accuracy`` and its interval for one model, shot and way count, indexed by size."""
     rows = table[(table["model"] == model) & (table["shots"] == shots) & (table["ways"] == ways)]
-    return rows.set_index("truncate_dim")[["accuracy", "ci95"]].sort_index()
+    return rows.set_index("truncate_dim")[["accuracy", "ci_low", "ci_high"]].sort_index()
 
 
 def _row(
@@ -73,18 +87,19 @@ def _row(
     """A statement of ``pair[0]``'s accuracy at ``cell`` (shots, ways, size), or, with
     ``theirs``, its comparison with the baseline ``pair[1]``."""
     (model, baseline), (n, k, m) = pair, cell
-    acc, ci = float(ours["accuracy"]), float(ours["ci95"])
+    acc, low, high = (float(ours[c]) for c in ("accuracy", "ci_low", "ci_high"))
     row = {"headline": headline, "model": model, "shots": n, "ways": k, "truncate_dim": m}
-    row |= {"accuracy": acc, "ci95": ci}
+    row |= {"accuracy": acc, "ci_low": low, "ci_high": high}
     if theirs is None:
-        text = f"{model}, {n}-shot {k}-way{where} at m = {m}: {_pct(acc, ci)}"
+        text = f"{model}, {n}-shot {k}-way{where} at m = {m}: {_pct(acc, low, high)}"
         return {**row, "value": acc, "text": text}
-    ref, ref_ci = float(theirs["accuracy"]), float(theirs["ci95"])
+    ref, ref_low, ref_high = (float(theirs[c]) for c in ("accuracy", "ci_low", "ci_high"))
     text = (
-        f"{n}-shot {k}-way{where} at m = {m}: {model} {_pct(acc, ci)} vs {baseline} "
-        f"{_pct(ref, ref_ci)} ({100 * (acc - ref):+.1f} points)"
+        f"{n}-shot {k}-way{where} at m = {m}: {model} {_pct(acc, low, high)} vs {baseline} "
+        f"{_pct(ref, ref_low, ref_high)} ({100 * (acc - ref):+.1f} points)"
     )
-    row |= {"baseline": baseline, "baseline_accuracy": ref, "baseline_ci95": ref_ci}
+    row |= {"baseline": baseline, "baseline_accuracy": ref}
+    row |= {"baseline_ci_low": ref_low, "baseline_ci_high": ref_high}
     return {**row, "value": acc - ref, "text": text}
 
 
@@ -196,64 +211,55 @@ def saturation_headlines(saturation: pd.DataFrame) -> pd.DataFrame:
 def fluid_headlines(accuracy: pd.DataFrame) -> pd.DataFrame:
     """FLUID per model: every category at the largest size (``at_largest``); with several
     sizes also ``overall_at_smallest``, ``best_overall`` (the size with the highest overall
-    accuracy, the smallest on a tie) and ``novel_tail_at_smallest``."""
+    accuracy, the smallest on a tie) and ``novel_tail_at_smallest``. ``ci_low`` /
+    ``ci_high``: the bootstrap interval of the value (NaN if ``accuracy`` has none)."""
     check_table(accuracy, {"model", "truncate_dim", "category", "accuracy"}, "fluid_accuracy")
+    data = accuracy.copy()
+    for column in ("ci_low", "ci_high"):
+        if column not in data:
+            data[column] = np.nan
     rows = []
 
-    def add(headline: str, model: str, m: int, category: str, value: float, text: str) -> None:
+    def add(headline: str, model: str, cell: pd.Series, text: str = "") -> None:
+        m, category = int(cell["truncate_dim"]), str(cell["category"])
+        value, low, high = (float(cell[c]) for c in ("accuracy", "ci_low", "ci_high"))
+        text = text or f"{model} at m = {m}: {category} {_pct(value, low, high)}"
         rows.append(
             {
                 "headline": headline,
                 "model": model,
-                "truncate_dim": int(m),
+                "truncate_dim": m,
                 "category": category,
-                "value": float(value),
+                "value": value,
+                "ci_low": low,
+                "ci_high": high,
                 "text": text,
             }
         )
 
-    for model, part in accuracy.groupby("model", sort=False):
-        grid = part.pivot_table(
-            index="truncate_dim", columns="category", values="accuracy", dropna=False
-        )
-        grid = grid.sort_index().reindex(columns=[c for c in CATEGORIES if c in grid.columns])
-        small, large = int(grid.index.min()), int(grid.index.max())
-        for category, value in grid.loc[large].items():
-            add(
-                "at_largest",
-                model,
-                large,
-                category,
-                value,
-                f"{model} at m = {large}: {category} {_pct(value)}",
-            )
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    for model, part in data.groupby("model", sort=False):
+        part = part.assign(rank=part["category"].map(order)).sort_values(["truncate_dim", "rank"])
+        small, large = int(part["truncate_dim"].min()), int(part["truncate_dim"].max())
+        for _, cell in part[part["truncate_dim"] == large].iterrows():
+            add("at_largest", model, cell)
         if small == large:
             continue
         for headline, category in (
             ("overall_at_smallest", "overall"),
             ("novel_tail_at_smallest", "novel-tail"),
         ):
-            if category in grid.columns:
-                value = grid.loc[small, category]
-                add(
-                    headline,
-                    model,
-                    small,
-                    category,
-                    value,
-                    f"{model} at m = {small}: {category} {_pct(value)}",
-                )
-        if "overall" in grid.columns:
-            best = int(grid["overall"].idxmax())
-            value = grid.loc[best, "overall"]
-            add(
-                "best_overall",
-                model,
-                best,
-                "overall",
-                value,
-                f"{model}: best overall {_pct(value)} at m = {best}",
+            cell = part[(part["truncate_dim"] == small) & (part["category"] == category)]
+            if len(cell):
+                add(headline, model, cell.iloc[0])
+        overall = part[part["category"] == "overall"]
+        if len(overall) and overall["accuracy"].notna().any():
+            best = overall.loc[overall["accuracy"].idxmax()]
+            value, low, high = (float(best[c]) for c in ("accuracy", "ci_low", "ci_high"))
+            text = (
+                f"{model}: best overall {_pct(value, low, high)} at m = {int(best['truncate_dim'])}"
             )
+            add("best_overall", model, best, text)
     return _frame(rows, FLUID_COLUMNS)
 
 

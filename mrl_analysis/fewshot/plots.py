@@ -21,6 +21,7 @@ from mrl_analysis.fewshot.fluid import CATEGORIES, GROUPS
 from mrl_analysis.figures.style import percent_axis, size_axis, style
 
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+_GROUP_TITLES = {"all": "All classes", "pretrain": "Pretrain classes", "novel": "Novel classes"}
 
 
 def _lines(table: pd.DataFrame, needed: set[str], source: str) -> pd.DataFrame:
@@ -45,16 +46,18 @@ def fewshot_figure(
     title: str | None = None,
     *,
     shots: Sequence[int] | None = None,
-    width: int = 1000,
     height: int = 600,
 ) -> go.Figure:
-    """Few-shot accuracy vs size (log-2 x axis) with 95% CI bands.
+    """Few-shot accuracy vs size (log-2 x axis) with bands for the bootstrap intervals over
+    episodes (``ci_low`` / ``ci_high``).
 
     One panel per way count, one colour per shot count (only ``shots`` if given), one dash
     style per line.
     """
     data = _lines(
-        table, {"model", "truncate_dim", "shots", "ways", "accuracy", "ci95"}, "fewshot_accuracy"
+        table,
+        {"model", "truncate_dim", "shots", "ways", "accuracy", "ci_low", "ci_high"},
+        "fewshot_accuracy",
     )
     if shots is not None:
         data = data[data["shots"].isin(list(shots))]
@@ -81,8 +84,7 @@ def fewshot_figure(
                     continue
                 rows = rows.sort_values("truncate_dim")
                 x = rows["truncate_dim"].tolist()
-                lo = (rows["accuracy"] - rows["ci95"]).tolist()
-                hi = (rows["accuracy"] + rows["ci95"]).tolist()
+                lo, hi = rows["ci_low"].tolist(), rows["ci_high"].tolist()
                 fig.add_trace(
                     go.Scatter(
                         x=x + x[::-1],
@@ -106,17 +108,17 @@ def fewshot_figure(
                         legendgroup=f"{name}, {n}-shot",
                         showlegend=col == 1,
                         line={"color": colors[s], "dash": _DASHES[li % len(_DASHES)]},
-                        customdata=rows["ci95"],
-                        hovertemplate="m=%{x}: %{y:.2%} ± %{customdata:.2%}"
-                        "<extra>%{fullData.name}</extra>",
+                        customdata=rows[["ci_low", "ci_high"]].to_numpy(),
+                        hovertemplate="m=%{x}: %{y:.1%} [%{customdata[0]:.1%}, "
+                        "%{customdata[1]:.1%}]<extra>%{fullData.name}</extra>",
                     ),
                     row=1,
                     col=col,
                 )
     size_axis(fig, data["truncate_dim"])
     percent_axis(fig, "Accuracy", col=1)
-    fig.update_layout(width=width, height=height)
-    return style(fig, title or "Few-shot NCM accuracy vs representation size (95% CI)")
+    fig.update_layout(height=height, legend={"orientation": "h", "y": -0.18, "x": 0})
+    return style(fig, title or "Few-shot NCM accuracy vs representation size")
 
 
 def saturation_figure(
@@ -144,7 +146,9 @@ def saturation_figure(
                     name=str(name),
                     legendgroup=str(name),
                     showlegend=col == 1,
-                    line={"color": _color(li)},
+                    # Lines often coincide (same saturation size): dashes keep each visible.
+                    line={"color": _color(li), "dash": _DASHES[li % len(_DASHES)]},
+                    marker={"size": 9 - 2 * (li % 3)},
                 ),
                 row=1,
                 col=col,
@@ -183,7 +187,7 @@ def fluid_heatmap_figure(table: pd.DataFrame, title: str | None = None) -> go.Fi
                 colorscale="Viridis",
                 text=np.where(np.isnan(grid), "", np.char.mod("%.1f", 100 * grid)),
                 texttemplate="%{text}",
-                colorbar={"title": "Acc. (%)", "tickformat": ".0%"},
+                colorbar={"title": {"text": "Accuracy", "side": "right"}, "tickformat": ".0%"},
                 showscale=col == len(lines),
                 hovertemplate="m=%{y}, %{x}: %{z:.2%}<extra></extra>",
             ),
@@ -195,25 +199,38 @@ def fluid_heatmap_figure(table: pd.DataFrame, title: str | None = None) -> go.Fi
     return style(fig, title or "FLUID accuracy per category and size (NCM)")
 
 
-def fluid_bars_figure(
-    table: pd.DataFrame, title: str | None = None, *, width: int = 1100
-) -> go.Figure:
-    """Grouped bars: a panel per category, sizes on x, one bar colour per model line."""
+def fluid_bars_figure(table: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Grouped bars: a panel per category, sizes on x, one bar colour per model line; error
+    bars show the bootstrap interval over the stream's samples when the table has one."""
     data = _lines(table, {"model", "truncate_dim", "category", "accuracy"}, "fluid_accuracy")
+    has_ci = {"ci_low", "ci_high"} <= set(data.columns)
     cats = [c for c in CATEGORIES if c in set(data["category"])]
     lines = list(dict.fromkeys(data["line"]))
     sizes = [str(m) for m in sorted(data["truncate_dim"].unique())]
-    ncols = min(3, len(cats))
+    ncols = min(2, len(cats))
     nrows = -(-len(cats) // ncols)
     fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=cats, shared_yaxes=True)
     for i, cat in enumerate(cats):
         for li, name in enumerate(lines):
             rows = data[(data["category"] == cat) & (data["line"] == name)]
             rows = rows.sort_values("truncate_dim")
+            errors = (
+                {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": rows["ci_high"] - rows["accuracy"],
+                    "arrayminus": rows["accuracy"] - rows["ci_low"],
+                    "thickness": 1,
+                    "width": 3,
+                }
+                if has_ci
+                else None
+            )
             fig.add_trace(
                 go.Bar(
                     x=rows["truncate_dim"].astype(str),
                     y=rows["accuracy"],
+                    error_y=errors,
                     name=str(name),
                     legendgroup=str(name),
                     showlegend=i == 0,
@@ -224,9 +241,12 @@ def fluid_bars_figure(
             )
     # Bars need one slot per size: a categorical axis in size order.
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=sizes)
+    fig.update_yaxes(matches="y")  # one accuracy range in every panel, rows included
     percent_axis(fig, "", decimals=0)
     percent_axis(fig, "Accuracy", col=1)
-    fig.update_layout(barmode="group", width=width)
+    fig.update_layout(
+        barmode="group", height=260 * nrows + 140, legend={"orientation": "h", "y": -0.08, "x": 0}
+    )
     return style(fig, title or "FLUID accuracy per category (NCM)")
 
 
@@ -235,7 +255,7 @@ def learning_curves_figure(
     value: Literal["accuracy", "window_accuracy"] = "accuracy",
     title: str | None = None,
     *,
-    width: int = 1100,
+    height: int = 520,
 ) -> go.Figure:
     """Accuracy over the stream: a panel per group, a colour per size, a dash per model."""
     data = _lines(curves, {"model", "truncate_dim", "group", "step", value}, "fluid_learning_curve")
@@ -245,7 +265,8 @@ def learning_curves_figure(
     colors = sample_colorscale(
         "Viridis", [0.9 * i / max(1, len(sizes) - 1) for i in range(len(sizes))]
     )
-    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=groups, shared_yaxes=True)
+    titles = [_GROUP_TITLES[g] for g in groups]
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=titles, shared_yaxes=True)
     for col, group in enumerate(groups, start=1):
         for s, m in enumerate(sizes):
             for li, name in enumerate(lines):
@@ -271,5 +292,5 @@ def learning_curves_figure(
     percent_axis(fig, "", decimals=0)
     label = "Cumulative accuracy" if value == "accuracy" else "Windowed accuracy"
     percent_axis(fig, label, col=1)
-    fig.update_layout(width=width)
+    fig.update_layout(height=height, legend={"orientation": "h", "y": -0.2, "x": 0})
     return style(fig, title or "FLUID learning curves")

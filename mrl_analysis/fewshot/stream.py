@@ -108,10 +108,18 @@ class FluidStream:
         )
 
 
+def _check_positive(value: float, name: str) -> None:
+    """A finite number > 0 (NaN compares false with everything, so ``<= 0`` alone lets it
+    through: a NaN threshold would silently make every class tail)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number > 0, got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
 def resolve_head_threshold(head_threshold: float, n_samples: int) -> float:
     """``head_threshold`` in samples: values in (0, 1) are a fraction of the stream length."""
-    if head_threshold <= 0:
-        raise ValueError(f"head_threshold must be > 0, got {head_threshold}")
+    _check_positive(head_threshold, "head_threshold")
     return head_threshold * n_samples if head_threshold < 1 else float(head_threshold)
 
 
@@ -153,8 +161,7 @@ def make_stream(
     """
     pool = check_labels(labels)
     check_choice(distribution, DISTRIBUTIONS, "distribution")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+    _check_positive(alpha, "alpha")
     classes = np.union1d(
         np.asarray(pretrain_classes, dtype=np.int64), np.asarray(novel_classes, dtype=np.int64)
     )

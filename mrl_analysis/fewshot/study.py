@@ -13,6 +13,8 @@ models' caches.
   dataset from the classes the class-subset models were trained on;
 * :func:`novel_fewshot`: few-shot on the novel classes, each class-subset model next to
   its all-classes twin;
+* :func:`findings`: the paper's finding (g), few-shot saturation vs shots, with its
+  interval and verdict (:mod:`mrl_analysis.core.findings`);
 * :func:`fluid_study`: one seeded long-tailed stream (:class:`FluidSpec`) from an
   evaluation split, run through every model's online NCM learner, its pretrain class
   means initialised from the model's training-split cache.
@@ -34,8 +36,18 @@ from mrl_analysis.cache.experiment import (
     trained_classes,
 )
 from mrl_analysis.cache.reader import EmbeddingCache
-from mrl_analysis.core.checks import check_int
-from mrl_analysis.fewshot.episodes import fewshot_accuracy
+from mrl_analysis.core.checks import check_fraction, check_int
+from mrl_analysis.core.findings import finding, unmeasured
+from mrl_analysis.core.kinds import NESTED_KINDS
+from mrl_analysis.core.sizes import cheapest_within
+from mrl_analysis.core.stats import (
+    LEVEL,
+    N_BOOT,
+    bootstrap_means,
+    percentile_interval,
+    smallest_within_replicates,
+)
+from mrl_analysis.fewshot.episodes import episode_accuracies, fewshot_accuracy
 from mrl_analysis.fewshot.fluid import evaluate_fluid
 from mrl_analysis.fewshot.headlines import stream_headlines
 from mrl_analysis.fewshot.ncm import Metric, check_metric
@@ -56,6 +68,7 @@ __all__ = [
     "StudyCaches",
     "class_split",
     "fewshot_table",
+    "findings",
     "fluid_study",
     "novel_fewshot",
     "pretrain_novel_labels",
@@ -74,7 +87,8 @@ class FewshotSpec:
     ``ways`` entries of ``None`` mean all classes (of the setting), evaluated with
     ``all_classes_episodes`` episodes (default ``n_episodes``): an all-classes episode costs
     more and varies less. ``queries=None``: as many as the smallest class allows. Sizes
-    below ``min_dim`` are skipped (see :func:`sizes_from`).
+    below ``min_dim`` are skipped (see :func:`sizes_from`). Intervals: ``n_boot`` bootstrap
+    resamples of the episodes at ``level``.
     """
 
     shots: Sequence[int] = (1, 3, 5, 7, 9)
@@ -85,6 +99,8 @@ class FewshotSpec:
     metric: Metric = "cosine"
     min_dim: int = 1
     seed: int = 0
+    n_boot: int = N_BOOT
+    level: float = LEVEL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shots", tuple(check_int(n, "shots", low=1) for n in self.shots))
@@ -99,6 +115,8 @@ class FewshotSpec:
             check_int(self.queries, "queries", low=1)
         check_metric(self.metric)
         check_int(self.min_dim, "min_dim", low=1)
+        check_int(self.n_boot, "n_boot", low=1)
+        check_fraction(self.level, "level", allow_one=False)
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,7 @@ class FluidSpec:
 
     ``head_threshold`` below 1 is a fraction of the stream length (small streams);
     ``points``: steps of the learning curves. Sizes below ``min_dim`` are skipped.
+    Intervals: ``n_boot`` bootstrap resamples of the stream's samples at ``level``.
     """
 
     distribution: Distribution = "zipf"
@@ -118,11 +137,15 @@ class FluidSpec:
     min_dim: int = 1
     points: int = 200
     seed: int = 0
+    n_boot: int = N_BOOT
+    level: float = LEVEL
 
     def __post_init__(self) -> None:
         check_metric(self.metric)
         check_int(self.min_dim, "min_dim", low=1)
         check_int(self.points, "points", low=1)
+        check_int(self.n_boot, "n_boot", low=1)
+        check_fraction(self.level, "level", allow_one=False)
         resolve_head_threshold(self.head_threshold, 1)
 
 
@@ -272,6 +295,8 @@ def fewshot_table(
             "classes": classes,
             "metric": spec.metric,
             "seed": spec.seed,
+            "n_boot": spec.n_boot,
+            "level": spec.level,
             "model": name,
             "progress": progress,
         }
@@ -336,6 +361,131 @@ def novel_fewshot(
         named, replace(spec, ways=ways), classes=split.novel.tolist(), progress=progress
     )
     return NovelFewshot(table, {label[n]: twin.get(n) for n in subset_caches})
+
+
+# --------------------------------------------------------------------------- finding (g)
+
+#: The paper's finding (g) (Appendix G, Table 15: 1-shot saturates at 32 dims, more shots
+#: keep gaining from larger sizes).
+FINDING_G = "g"
+CLAIM_G = "few-shot accuracy saturates at smaller sizes for fewer shots"
+
+
+def _saturation_model(caches: Mapping[str, EmbeddingCache], model: str | None) -> str | None:
+    if model is not None:
+        if model not in caches:
+            raise ValueError(f"model {model!r} is not among the caches {sorted(caches)}")
+        return model
+    kinds = {name: cache.kind for name, cache in caches.items()}
+    ranked = [n for n, k in kinds.items() if k == "mrl"] + [
+        n for n, k in kinds.items() if k in NESTED_KINDS
+    ]
+    return ranked[0] if ranked else None
+
+
+def findings(
+    caches: Mapping[str, EmbeddingCache],
+    *,
+    model: str | None = None,
+    shots: Sequence[int] = (1, 9),
+    ways: int = 5,
+    queries: int | None = 15,
+    n_episodes: int = 300,
+    tolerance: float = 0.01,
+    min_dim: int = 2,
+    metric: Metric = "cosine",
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> list[dict]:
+    """Finding (g), "few-shot accuracy saturates at smaller sizes for fewer shots", as one
+    row of :func:`mrl_analysis.core.findings.finding`.
+
+    ``caches``: named evaluation-split caches of a study (``{display name: cache}``); the
+    finding is measured on ``model`` (default: the first ``"mrl"`` cache, else the first
+    nested one; without either the row is ``unmeasured``). Any cache works, imported ones
+    included: few-shot reads features only.
+
+    Effect, in log2 steps of size: ``log2 s(n_max) - log2 s(n_min)``, where ``n_min`` /
+    ``n_max`` are the fewest / most of ``shots`` and ``s(n)`` is the saturation size of
+    ``n``-shot ``ways``-way NCM accuracy: the smallest size of the model's nesting (from
+    ``min_dim`` up) whose mean accuracy over ``n_episodes`` episodes is at least the
+    largest size's minus ``tolerance`` (a fraction; the rule of :mod:`mrl_analysis.core.sizes`).
+    The episodes are those of :func:`fewshot_table` with the same settings. Interval: the
+    ``level`` percentile interval of the effect over ``n_boot`` bootstrap replicates, each
+    resampling the episodes of both shot counts (independently; shared by every size of a
+    shot count) and recomputing both saturation sizes. The effect moves in whole ladder
+    steps, so the threshold is half the smallest log2 step of the ladder (0.5 on a doubling
+    nesting), direction "above": the finding holds when the whole interval is at least one
+    step above 0 (more shots saturate strictly later), does not hold when it is at most 0,
+    and cannot be measured when it spans both.
+    """
+    shot_counts = sorted({check_int(n, "shots", low=1) for n in shots})
+    if len(shot_counts) < 2:
+        raise ValueError(f"shots needs two different counts to compare, got {list(shots)}")
+    ways = check_int(ways, "ways", low=2)
+    tolerance = check_fraction(tolerance, "tolerance")
+    few, many = shot_counts[0], shot_counts[-1]
+    effect = (
+        f"log2 saturation size at {many} shots − at {few} shot(s), {ways}-way NCM "
+        f"(size within {100 * tolerance:g} pt of the largest; log2 steps)"
+    )
+    name = _saturation_model(caches, model)
+    if name is None:
+        return [
+            unmeasured(
+                FINDING_G,
+                CLAIM_G,
+                effect,
+                "no MRL or MRL-E model in this study: pass model= to measure another",
+            )
+        ]
+    cache = caches[name]
+    sizes = sizes_from(cache, min_dim, name)
+    if len(sizes) < 2:
+        return [
+            unmeasured(
+                FINDING_G,
+                CLAIM_G,
+                f"{effect}, {name}",
+                f"{name} has one size from min_dim={min_dim} ({sizes}): nothing saturates",
+            )
+        ]
+    features, labels = cache.features(), cache.labels
+    dims, reps = [], []
+    for i, n in enumerate((few, many)):
+        try:
+            acc = episode_accuracies(
+                features,
+                labels,
+                sizes,
+                shots=n,
+                ways=ways,
+                queries=queries,
+                n_episodes=n_episodes,
+                metric=metric,
+                seed=seed,
+            )
+        except ValueError as exc:  # too few classes or samples for these episodes
+            return [unmeasured(FINDING_G, CLAIM_G, f"{effect}, {name}", str(exc))]
+        # Independent resamples per shot count: their episodes are independent draws.
+        boot = bootstrap_means(acc, n_boot, level=level, seed=seed + i)
+        dims.append(sizes[int(cheapest_within(boot.mean, sizes, boot.mean[-1], tolerance))])
+        reps.append(np.log2(smallest_within_replicates(boot, sizes, tolerance)))
+    low, high = percentile_interval(reps[1] - reps[0], level)
+    value = float(np.log2(dims[1]) - np.log2(dims[0]))
+    return [
+        finding(
+            FINDING_G,
+            CLAIM_G,
+            f"{effect}, {name}: {few}-shot saturates at m = {dims[0]}, {many}-shot at "
+            f"m = {dims[1]}",
+            value,
+            float(low),
+            float(high),
+            threshold=float(np.diff(np.log2(sizes)).min() / 2),
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- FLUID
@@ -412,6 +562,9 @@ def fluid_study(
             metric=spec.metric,
             model=name,
             points=spec.points,
+            n_boot=spec.n_boot,
+            level=spec.level,
+            seed=spec.seed,
             progress=progress,
         )
         accuracy.append(table)

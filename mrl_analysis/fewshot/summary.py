@@ -33,7 +33,7 @@ def saturation_table(table: pd.DataFrame, tolerance: float = 0.01) -> pd.DataFra
     check_table(table, {"model", "truncate_dim", "accuracy"}, "fewshot_accuracy")
     tolerance = check_fraction(tolerance, "tolerance")
     data = table.assign(model=table["model"].map(model_display_name))
-    keys = [c for c in data.columns if c not in ("truncate_dim", "accuracy", "ci95")]
+    keys = [c for c in data.columns if c not in ("truncate_dim", "accuracy", "ci_low", "ci_high")]
     found = smallest_size_within(
         data, by=keys, value="accuracy", reference="largest", tolerance=tolerance
     ).rename(
@@ -50,18 +50,22 @@ def saturation_table(table: pd.DataFrame, tolerance: float = 0.01) -> pd.DataFra
 
 
 def accuracy_ci_table(table: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
-    """Accuracy ± 95% CI as percent text: a row per (ways, model, size), a column per shots.
-
-    Models keep their order in ``table``.
+    """Accuracy and its interval as percent text (``62.3 [60.1, 64.2]``): a row per (ways,
+    model, size), a column per shots. Models keep their order in ``table``.
     """
     check_table(
-        table, {"model", "truncate_dim", "shots", "ways", "accuracy", "ci95"}, "fewshot_accuracy"
+        table,
+        {"model", "truncate_dim", "shots", "ways", "accuracy", "ci_low", "ci_high"},
+        "fewshot_accuracy",
     )
-    acc, ci = 100 * table["accuracy"].to_numpy(), 100 * table["ci95"].to_numpy()
+    acc, low, high = (100 * table[c].to_numpy() for c in ("accuracy", "ci_low", "ci_high"))
     order = list(dict.fromkeys(table["model"]))
     text = table.assign(
         model=pd.Categorical(table["model"], categories=order),
-        value=[f"{a:.{decimals}f} ± {c:.{decimals}f}" for a, c in zip(acc, ci, strict=True)],
+        value=[
+            f"{a:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+            for a, lo, hi in zip(acc, low, high, strict=True)
+        ],
     )
     grid = text.set_index(["ways", "model", "truncate_dim", "shots"])["value"].unstack("shots")
     return grid.sort_index()
@@ -103,3 +107,26 @@ def category_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         dropna=False,
     )
     return grid[[c for c in CATEGORIES if c in grid.columns]]
+
+
+def category_ci_table(accuracy: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
+    """FLUID accuracy and its bootstrap interval as percent text (``62.3 [58.0, 66.1]``),
+    laid out as :func:`category_table`; ``n/a`` where a category has no classes."""
+    check_table(
+        accuracy,
+        {"model", "truncate_dim", "category", "accuracy", "ci_low", "ci_high"},
+        "fluid_accuracy",
+    )
+    acc, low, high = (100 * accuracy[c].to_numpy() for c in ("accuracy", "ci_low", "ci_high"))
+    text = [
+        "n/a"
+        if np.isnan(a)
+        else f"{a:.{decimals}f}"
+        if np.isnan(lo)
+        else f"{a:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+        for a, lo, hi in zip(acc, low, high, strict=True)
+    ]
+    order = list(dict.fromkeys(accuracy["model"]))
+    data = accuracy.assign(model=pd.Categorical(accuracy["model"], categories=order), text=text)
+    grid = data.set_index(["model", "truncate_dim", "category"])["text"].unstack("category")
+    return grid.sort_index()[[c for c in CATEGORIES if c in grid.columns]]

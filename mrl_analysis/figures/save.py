@@ -2,6 +2,10 @@
 
 ``save_figure`` writes ``<name>.html`` (interactive), ``<name>.png`` (static, through
 kaleido and a Chromium) and ``<name>.csv`` (the table it plots), plus SVG/PDF on request.
+
+The HTML pages work offline: they load plotly.js from ``plotly-<version>.min.js`` in their
+own folder (written once per folder, :func:`plotlyjs_bundle`), never from a CDN, so a figure
+folder can be opened, copied or archived as it is.
 """
 
 from __future__ import annotations
@@ -14,12 +18,47 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from mrl_analysis.core.paths import env_project_root, find_project_root, project_root
+
 STATIC_FORMATS = ("png", "svg", "pdf")
 
 
-def figure_dir(default: str | os.PathLike = "figures") -> Path:
-    """The output folder: ``$MRL_FIGURES_DIR`` if set (the batch runner sets it)."""
-    return Path(os.environ.get("MRL_FIGURES_DIR", default))
+def plotlyjs_bundle(folder: str | os.PathLike) -> Path:
+    """``plotly-<version>.min.js`` in ``folder``, written (atomically) if it is not there yet.
+
+    The name carries plotly's version, so pages written after an upgrade get the bundle they
+    were made for while older pages in the same folder keep theirs.
+    """
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    path = Path(folder) / f"plotly-{plotly.__version__}.min.js"
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(get_plotlyjs(), encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def figure_dir(default: str | os.PathLike | None = None) -> Path:
+    """Where :func:`save_figure` writes when given no ``out_dir``.
+
+    ``$MRL_FIGURES_DIR`` when set (the batch runner sets it to the entry's folder), else
+    ``default`` when given, else the project's ``figures/`` folder — never one relative to
+    wherever the kernel started (JupyterLab starts it in ``notebooks/``). The project is
+    ``$MRL_PROJECT_ROOT``, else the one at or above the current directory, else the one
+    holding this package. In JupyterLab (which names the notebook in ``$JPY_SESSION_NAME``)
+    each notebook gets its own subfolder: ``figures/<notebook>/``.
+    """
+    if os.environ.get("MRL_FIGURES_DIR"):
+        return Path(os.environ["MRL_FIGURES_DIR"])
+    if default is not None:
+        return Path(default)
+    root = env_project_root() or project_root(Path.cwd()) or find_project_root()
+    notebook = os.environ.get("JPY_SESSION_NAME", "")
+    if notebook.endswith(".ipynb"):
+        return root / "figures" / Path(notebook).stem
+    return root / "figures"
 
 
 class _IgnoredPipeMessage(logging.Filter):
@@ -74,7 +113,8 @@ def save_figure(
         path = out / f"{name}.{fmt}"
         tmp = out / f".{name}.tmp.{fmt}"
         if fmt == "html":
-            fig.write_html(tmp, include_plotlyjs="cdn")
+            bundle = plotlyjs_bundle(out)
+            fig.write_html(tmp, include_plotlyjs=bundle.name, include_mathjax=False)
         elif fmt in STATIC_FORMATS:
             _prepare_static_export()
             fig.write_image(tmp, format=fmt, scale=scale)

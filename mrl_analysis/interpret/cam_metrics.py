@@ -5,7 +5,8 @@
   game"), per size;
 * :func:`cam_rank_similarity`: the Spearman correlation of each size's CAM with a
   reference size's (default the largest);
-* :func:`cam_metric_summary`: mean, standard error and count per size and metric.
+* :func:`cam_metric_summary`: mean, standard error, count and a bootstrap interval over
+  the images per size and metric.
 
 CAMs are arrays ``[n, S, H, W]`` (``SizeCams.cams``), one column per size in ``sizes``.
 """
@@ -19,14 +20,19 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from mrl_analysis.core.checks import check_finite, check_int
+from mrl_analysis.core.stats import N_BOOT, bootstrap_ratios
 
-def _check_cams(cams: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+
+def _check_cams(cams: np.ndarray, sizes: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+    """``cams`` as float32 ``[n, S, H, W]`` (finite) and ``sizes`` as ints, one per column."""
+    sizes = [check_int(m, "sizes entry", low=1) for m in sizes]
     cams = np.asarray(cams, dtype=np.float32)
     if cams.ndim != 4 or cams.shape[1] != len(sizes):
         raise ValueError(
             f"cams must have shape [n, len(sizes)={len(sizes)}, H, W], got {cams.shape}"
         )
-    return cams
+    return check_finite(cams, "cams"), sizes
 
 
 def cam_box_metrics(
@@ -45,7 +51,7 @@ def cam_box_metrics(
     same share for a uniform map: the chance level), ``pointing_hit`` (the CAM's maximum
     lies in the box).
     """
-    cams = _check_cams(cams, sizes)
+    cams, sizes = _check_cams(cams, sizes)
     boxes = np.asarray(boxes, dtype=np.float64)
     n, s, h, w = cams.shape
     if boxes.shape != (n, 4):
@@ -87,9 +93,8 @@ def cam_rank_similarity(
     One row per image × size: ``image, sample_index, truncate_dim, reference_dim,
     spearman``; NaN where either map is constant.
     """
-    cams = _check_cams(cams, sizes)
-    sizes = [int(m) for m in sizes]
-    ref = max(sizes) if reference is None else int(reference)
+    cams, sizes = _check_cams(cams, sizes)
+    ref = max(sizes) if reference is None else check_int(reference, "reference")
     if ref not in sizes:
         raise ValueError(f"reference size {ref} is not one of the CAM sizes {sizes}")
     n, s = cams.shape[:2]
@@ -112,12 +117,18 @@ def cam_rank_similarity(
     )
 
 
-def cam_metric_summary(table: pd.DataFrame, metrics: Sequence[str], **labels: Any) -> pd.DataFrame:
-    """Mean, standard error and count of ``metrics`` per size: one row per size × metric.
+def cam_metric_summary(
+    table: pd.DataFrame, metrics: Sequence[str], *, n_boot: int = N_BOOT, **labels: Any
+) -> pd.DataFrame:
+    """Mean, standard error, count and bootstrap interval of ``metrics`` per size: one row
+    per size × metric (columns ``truncate_dim, metric, mean, sem, n, ci_low, ci_high``).
 
-    ``labels`` become constant columns (e.g. ``model="MRL"``).
+    The interval resamples the images (``n_boot`` resamples, shared by every size and
+    metric, so sizes stay paired); an image whose value is NaN at a size (a constant map
+    has no rank correlation) does not count there. ``labels`` become constant columns
+    (e.g. ``model="MRL"``).
     """
-    missing = [m for m in ["truncate_dim", *metrics] if m not in table.columns]
+    missing = [m for m in ["image", "truncate_dim", *metrics] if m not in table.columns]
     if missing:
         raise ValueError(f"table has no columns {missing}; it has {list(table.columns)}")
     long = table.melt(id_vars="truncate_dim", value_vars=list(metrics), var_name="metric")
@@ -127,6 +138,19 @@ def cam_metric_summary(table: pd.DataFrame, metrics: Sequence[str], **labels: An
         .agg(mean="mean", sem="sem", n="count")
         .reset_index()
     )
+    # [size × metric, image]: each value where it is defined, over the images it is defined for.
+    wide = table.pivot_table(
+        index="image", columns="truncate_dim", values=list(metrics), dropna=False
+    ).astype(float)
+    values = wide.to_numpy().T
+    valid = np.isfinite(values)
+    boot = bootstrap_ratios(np.where(valid, values, 0.0), valid, n_boot)
+    low, high = boot.interval()
+    keys = pd.MultiIndex.from_arrays(
+        [wide.columns.get_level_values(1), wide.columns.get_level_values(0)]
+    )
+    bounds = pd.DataFrame({"ci_low": low, "ci_high": high}, index=keys)
+    out = out.join(bounds, on=["truncate_dim", "metric"])
     for key, value in labels.items():
         out.insert(0, key, value)
     return out

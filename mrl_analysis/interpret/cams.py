@@ -44,7 +44,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from mrl_analysis.core.checks import check_int, check_labels, check_nesting
+from mrl_analysis.core.checks import check_finite, check_int, check_labels, check_nesting
 
 #: CAM methods by name (``CamSettings.method``); a ``BaseCAM`` subclass works too.
 CAM_METHODS: dict[str, type[BaseCAM]] = {
@@ -336,6 +336,7 @@ def size_cams(
         raise ValueError(
             f"images must be a non-empty batch [n, C, H, W], got {tuple(images.shape)}"
         )
+    check_finite(images.detach().cpu().numpy(), "images")
     chosen = _check_sizes(model, sizes)
     cam_class = cam_method(settings.method)
     batch_size, target_layer = settings.batch_size, settings.target_layer

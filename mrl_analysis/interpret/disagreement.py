@@ -27,6 +27,7 @@ import pandas as pd
 
 from mrl_analysis.core.checks import check_int, check_scores
 from mrl_analysis.core.numeric import predictions, softmax
+from mrl_analysis.core.stats import N_BOOT, bootstrap_means, bootstrap_ratios
 from mrl_analysis.data.hierarchy import SuperclassMap
 
 __all__ = [
@@ -163,11 +164,14 @@ def _label_confusion(table: pd.DataFrame, smap: SuperclassMap | None) -> pd.Data
     return table
 
 
-def disagreement_summary(table: pd.DataFrame, **labels: Any) -> pd.DataFrame:
+def disagreement_summary(
+    table: pd.DataFrame, *, n_boot: int = N_BOOT, **labels: Any
+) -> pd.DataFrame:
     """Counts per direction × confusion of a :func:`find_disagreements` table.
 
-    Columns ``direction, confusion, n, share`` (share within the direction); ``labels``
-    become constant columns (e.g. ``model="MRL"``).
+    Columns ``direction, confusion, n, share`` (share within the direction) and
+    ``share_ci_low``, ``share_ci_high`` (bootstrap over the cases, ``n_boot`` resamples);
+    ``labels`` become constant columns (e.g. ``model="MRL"``).
     """
     needed = {"direction", "confusion", "small_dim", "large_dim"}
     if not needed <= set(table.columns):
@@ -181,6 +185,13 @@ def disagreement_summary(table: pd.DataFrame, **labels: Any) -> pd.DataFrame:
         .reset_index()
     )
     counts["share"] = counts["n"] / counts.groupby("direction")["n"].transform("sum")
+    if len(counts):
+        # Per row: the cases of its direction and confusion, over the cases of its direction.
+        direction = table["direction"].to_numpy()
+        of_direction = direction[None, :] == counts["direction"].to_numpy()[:, None]
+        same = confusion.to_numpy()[None, :] == counts["confusion"].to_numpy()[:, None]
+        low, high = bootstrap_ratios(of_direction & same, of_direction, n_boot).interval()
+        counts["share_ci_low"], counts["share_ci_high"] = low, high
     for key, value in labels.items():
         counts.insert(0, key, value)
     return counts
@@ -199,17 +210,29 @@ def case_labels(table: pd.DataFrame) -> list[str]:
 
 
 def pairwise_disagreement(
-    logits: np.ndarray, labels: np.ndarray, nesting: Sequence[int], **labels_: Any
+    logits: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    n_boot: int = N_BOOT,
+    **labels_: Any,
 ) -> pd.DataFrame:
     """For every pair of sizes ``small < large``: how many samples are fixed and broken.
 
-    One row per pair: ``small_dim, large_dim, n_fixed, n_broken, n_samples``;
-    ``labels_`` become constant columns.
+    One row per pair: ``small_dim, large_dim, n_fixed, n_broken, n_samples`` and the
+    shares of the eval set ``fixed_share``, ``broken_share``, each with its bootstrap
+    interval over the samples (``<share>_ci_low``, ``<share>_ci_high``; ``n_boot``
+    resamples shared by all pairs); ``labels_`` become constant columns.
     """
     scores, labels, sizes = check_scores(logits, labels, nesting, name="logits")
-    correct = (predictions(scores) == labels[None, :]).astype(np.int64)  # [G, N]
-    fixed = (1 - correct) @ correct.T  # [a, b]: wrong at a, right at b
+    correct = predictions(scores) == labels[None, :]  # [G, N]
+    as_int = correct.astype(np.int64)
+    fixed = (1 - as_int) @ as_int.T  # [a, b]: wrong at a, right at b
     lo, hi = np.triu_indices(len(sizes), k=1)
+    # Per sample and pair: fixed (wrong small, right large) and broken (the reverse).
+    outcomes = np.concatenate([~correct[lo] & correct[hi], correct[lo] & ~correct[hi]])
+    low, high = bootstrap_means(outcomes, n_boot).interval()
+    k = len(lo)
     table = pd.DataFrame(
         {
             "small_dim": np.asarray(sizes)[lo],
@@ -217,6 +240,12 @@ def pairwise_disagreement(
             "n_fixed": fixed[lo, hi],
             "n_broken": fixed[hi, lo],
             "n_samples": correct.shape[1],
+            "fixed_share": fixed[lo, hi] / correct.shape[1],
+            "fixed_share_ci_low": low[:k],
+            "fixed_share_ci_high": high[:k],
+            "broken_share": fixed[hi, lo] / correct.shape[1],
+            "broken_share_ci_low": low[k:],
+            "broken_share_ci_high": high[k:],
         }
     )
     for key, value in labels_.items():

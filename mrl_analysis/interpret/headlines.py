@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mrl_analysis.core.checks import check_int
+from mrl_analysis.core.stats import mean_ci
 from mrl_analysis.interpret.disagreement import DIRECTIONS, WITHIN
 
 COLUMNS = ["headline", "subject", "value", "text"]
@@ -32,7 +33,8 @@ def disagreement_headlines(cases: pd.DataFrame, n_samples: int) -> pd.DataFrame:
     cases, not only the top ones) of an eval set of ``n_samples``. Headlines per direction
     (``fixed``, ``broken``): ``n_cases`` (a count), ``share_of_samples`` and
     ``within_superclass_share`` (the share of the direction's cases whose wrong prediction
-    is a sibling class in the true superclass; NaN without a hierarchy or without cases).
+    is a sibling class in the true superclass, with its bootstrap interval over those
+    cases in the text; NaN without a hierarchy or without cases).
     """
     n_samples = check_int(n_samples, "n_samples", low=1)
     if cases.empty:
@@ -45,7 +47,11 @@ def disagreement_headlines(cases: pd.DataFrame, n_samples: int) -> pd.DataFrame:
         n = len(part)
         what = _WHAT[d].format(lo=lo, hi=hi)
         labelled = part["confusion"].notna().any()
-        within = float((part["confusion"] == WITHIN).mean()) if n and labelled else np.nan
+        within, interval = np.nan, ""
+        if n and labelled:
+            ci = mean_ci((part["confusion"] == WITHIN).to_numpy(float)).iloc[0]
+            within = float(ci["value"])
+            interval = f" (95% interval {ci['ci_low']:.0%}–{ci['ci_high']:.0%})"
         wrong_at = lo if d == "fixed" else hi
         rows += [
             ("n_cases", d, n, f"{n} samples are {what} ({d})"),
@@ -55,7 +61,7 @@ def disagreement_headlines(cases: pd.DataFrame, n_samples: int) -> pd.DataFrame:
                 d,
                 within,
                 f"{within:.0%} of the {d} cases' errors at {wrong_at} dims stay inside the true "
-                "superclass"
+                f"superclass{interval}"
                 if np.isfinite(within)
                 else f"no superclass label for the {d} cases",
             ),

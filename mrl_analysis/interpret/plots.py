@@ -23,35 +23,55 @@ from mrl_analysis.interpret.images import overlay_cam
 
 #: :func:`~mrl_analysis.interpret.cam_metrics.cam_metric_summary` metrics that are shares.
 SHARE_METRICS = ("energy_in_box", "box_area_fraction", "pointing_hit")
+#: The width a notebook output area typically offers (px): the CAM grid's height is planned
+#: for it, its width follows the page.
+_PAGE_WIDTH = 900
+
+
+#: Panel titles of the CAM metrics.
+_METRIC_TITLES = {
+    "spearman": "Spearman correlation with the largest size",
+    "energy_in_box": "CAM energy inside the box",
+    "box_area_fraction": "Box area (chance level)",
+    "pointing_hit": "Peak inside the box",
+}
 
 
 def cam_summary_figure(summary: pd.DataFrame, title: str = "") -> go.Figure:
-    """Mean ± standard error per size of a
-    :func:`~mrl_analysis.interpret.cam_metrics.cam_metric_summary` table, one panel per
-    metric (shares as percent)."""
-    needed = {"truncate_dim", "metric", "mean", "sem"}
+    """Mean per size of a :func:`~mrl_analysis.interpret.cam_metrics.cam_metric_summary`
+    table with its bootstrap interval over the images as error bars, one panel per metric
+    (shares as percent)."""
+    needed = {"truncate_dim", "metric", "mean", "ci_low", "ci_high"}
     if not needed <= set(summary.columns):
         raise ValueError(
             f"not a cam_metric_summary table: it lacks {sorted(needed - set(summary))}"
         )
     color = "model" if "model" in summary.columns else None
     metrics = list(dict.fromkeys(summary["metric"]))
+    data = summary.assign(
+        _above=summary["ci_high"] - summary["mean"], _below=summary["mean"] - summary["ci_low"]
+    )
     fig = px.line(
-        summary,
+        data,
         x="truncate_dim",
         y="mean",
-        error_y="sem",
+        error_y="_above",
+        error_y_minus="_below",
         color=color,
         facet_col="metric",
         category_orders={"metric": metrics},
         markers=True,
-        labels={"mean": "mean over images"},
+        labels={"mean": "Mean over images", "model": ""},
+        hover_data={"_above": False, "_below": False},
+    )
+    fig.for_each_annotation(
+        lambda a: a.update(text=_METRIC_TITLES.get(a.text.split("=")[-1], a.text))
     )
     fig.update_yaxes(matches=None, showticklabels=True)
     size_axis(fig, summary["truncate_dim"].unique())
     for col, metric in enumerate(metrics, start=1):
         if metric in SHARE_METRICS:
-            percent_axis(fig, "mean over images" if col == 1 else "", row=1, col=col)
+            percent_axis(fig, "Mean over images" if col == 1 else "", row=1, col=col)
     return style(fig, title)
 
 
@@ -77,7 +97,9 @@ def cam_grid_figure(
 
     Each panel is titled with the size and the prediction there, green with ✓ when it is
     right and red with ✗ when wrong (black without labels). ``images [n, C, H, W]`` are
-    the tensors the CAMs were computed on.
+    the tensors the CAMs were computed on. The width follows the page (no fixed width, so
+    JupyterLab never clips it); the height gives each row a panel of at most
+    ``panel_pixels`` px, as wide as the columns of a typical notebook page allow.
     """
     n, s = result.cams.shape[:2]
     if len(images) != n:
@@ -111,13 +133,14 @@ def cam_grid_figure(
     if row_labels is not None:
         for i, label in enumerate(row_labels):
             fig.update_yaxes(title_text=label, title_font={"size": 10}, row=i + 1, col=1)
+    left = 110 if row_labels is not None else 10
+    panel = min(panel_pixels, (_PAGE_WIDTH - left - 10) / s)
     fig.update_layout(
-        width=max(400, panel_pixels * s + 120),
-        height=panel_pixels * n + 80,
-        margin={"l": 110 if row_labels is not None else 10, "r": 10, "t": 60, "b": 10},
-        title_font={"size": 13},
+        autosize=True,
+        height=round((panel + 22) * n + 90),  # 22 px per row for the panel titles
+        margin={"l": left, "r": 10, "t": 70, "b": 10},
     )
-    return style(fig, title or f"{result.method} per size (layer {result.target_layer})")
+    return style(fig, title or f"{result.method} per Size (Layer {result.target_layer})")
 
 
 def disagreement_summary_figure(summary: pd.DataFrame) -> go.Figure:
@@ -130,13 +153,13 @@ def disagreement_summary_figure(summary: pd.DataFrame) -> go.Figure:
         color="confusion",
         text="n",
         category_orders={"direction": list(DIRECTIONS)},
-        labels={"n": "samples", "direction": ""},
+        labels={"n": "Samples", "direction": "", "confusion": "Wrong answer"},
     )
     fig.update_xaxes(
         tickvals=list(DIRECTIONS),
         ticktext=[f"wrong at {lo}, right at {hi}", f"right at {lo}, wrong at {hi}"],
     )
-    return style(fig, f"Disagreements between sizes {lo} and {hi}")
+    return style(fig, f"Disagreements Between Sizes {lo} and {hi}")
 
 
 def pairwise_disagreement_figure(table: pd.DataFrame) -> go.Figure:
@@ -160,9 +183,14 @@ def pairwise_disagreement_figure(table: pd.DataFrame) -> go.Figure:
         histfunc="sum",
         color_continuous_scale="Viridis",
         category_orders={"large_dim": sizes, "small_dim": sizes},
-        labels={"large_dim": "large size", "small_dim": "small size", "share": "share"},
+        labels={
+            "large_dim": "Larger size (dims)",
+            "small_dim": "Smaller size (dims)",
+            "share": "Share",
+        },
     )
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
-    fig.update_coloraxes(colorbar_tickformat=".0%", colorbar_title_text="share")
-    return style(fig, "Samples on which two sizes disagree (share of the eval set)")
+    fig.update_coloraxes(colorbar_tickformat=".0%", colorbar_title_text="Share")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1].capitalize()))
+    return style(fig, "Samples on Which Two Sizes Disagree (Share of the Eval Set)")

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
-from mrl_analysis.core.checks import check_int, check_nesting
+from mrl_analysis.core.checks import check_choice, check_int, check_nesting
 from mrl_analysis.core.kinds import HeadKind, check_kind
 
 Stem = Literal["imagenet", "small"]
@@ -33,7 +33,8 @@ def default_nesting(feature_dim: int, smallest: int = 1) -> list[int]:
     >>> default_nesting(2048, 8)
     [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
     """
-    sizes, m = [], smallest
+    feature_dim = check_int(feature_dim, "feature_dim", low=1)
+    sizes, m = [], check_int(smallest, "smallest", low=1)
     while m < feature_dim:
         sizes.append(m)
         m *= 2
@@ -45,7 +46,8 @@ class MRLHead(nn.Module):
 
     def __init__(self, nesting: Sequence[int], num_classes: int) -> None:
         super().__init__()
-        self.nesting = [int(m) for m in nesting]
+        self.nesting = check_nesting(nesting)
+        num_classes = check_int(num_classes, "num_classes", low=1)
         for i, m in enumerate(self.nesting):
             setattr(self, f"nesting_classifier_{i}", nn.Linear(m, num_classes))
 
@@ -67,12 +69,14 @@ class MRLEHead(nn.Module):
 
     def __init__(self, nesting: Sequence[int], num_classes: int, feature_dim: int) -> None:
         super().__init__()
-        self.nesting = [int(m) for m in nesting]
+        feature_dim = check_int(feature_dim, "feature_dim", low=1)
+        self.nesting = check_nesting(nesting, feature_dim)
+        num_classes = check_int(num_classes, "num_classes", low=1)
         self.nesting_classifier_0 = nn.Linear(feature_dim, num_classes)
 
     def logits_at(self, features: torch.Tensor, truncate_dim: int) -> torch.Tensor:
         clf = self.nesting_classifier_0
-        m = int(truncate_dim)
+        m = check_int(truncate_dim, "truncate_dim", low=1, high=clf.in_features)
         return features[:, :m] @ clf.weight[:, :m].T + clf.bias
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -83,8 +87,9 @@ class FFHead(nn.Linear):
     """Fixed-feature baseline: a k-dim representation (the first k pooled features)."""
 
     def __init__(self, k: int, num_classes: int) -> None:
-        super().__init__(k, num_classes)
-        self.nesting = [int(k)]
+        k = check_int(k, "ff_dim", low=1)
+        super().__init__(k, check_int(num_classes, "num_classes", low=1))
+        self.nesting = [k]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return super().forward(features[:, : self.in_features]).unsqueeze(0)
@@ -100,6 +105,8 @@ def build_backbone(
     ResNet's 7x7/stride-2 conv and max-pool for a 3x3/stride-1 conv (CIFAR-style), which
     keeps spatial resolution for 28-64 px images at ~15x the compute.
     """
+    in_channels = check_int(in_channels, "in_channels", low=1)
+    check_choice(stem, ("imagenet", "small"), "stem")
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ValueError(
@@ -227,13 +234,18 @@ def build_model(
     from 1 otherwise); ``ff_dim`` (FF only) defaults to the full feature dim.
     """
     check_kind(kind)
+    num_classes = check_int(num_classes, "num_classes", low=1)
     backbone, d = build_backbone(arch, in_channels=in_channels, stem=stem)
     if kind == "ff":
-        k = int(ff_dim or (nesting[-1] if nesting else d))
-        check_nesting([k], d, name="ff_dim")
+        if ff_dim is not None:
+            k = check_int(ff_dim, "ff_dim", low=1, high=d)
+        else:
+            k = check_nesting(nesting, d)[-1] if nesting is not None else d
         head: nn.Module = FFHead(k, num_classes)
     else:
-        sizes = check_nesting(nesting or default_nesting(d, 8 if d >= 1024 else 1), d)
+        if nesting is None:
+            nesting = default_nesting(d, 8 if d >= 1024 else 1)
+        sizes = check_nesting(nesting, d)
         head = MRLHead(sizes, num_classes) if kind == "mrl" else MRLEHead(sizes, num_classes, d)
     config = {
         "arch": arch,

@@ -6,6 +6,7 @@ every model's caches of a database split and a query split and hands them to
 queries (:func:`query_subset`); nested models (MRL, MRL-E) are searched single-shot at each
 of their sizes, and the adaptive models run the whole :class:`RetrievalPlan`; a
 fixed-feature model FF-k is searched single-shot at its own size ``k``.
+:func:`findings` states the paper's finding (f) on the caches of a study.
 """
 
 from __future__ import annotations
@@ -20,13 +21,24 @@ from sklearn.model_selection import train_test_split
 
 from mrl_analysis.cache.experiment import build_caches
 from mrl_analysis.cache.reader import EmbeddingCache
-from mrl_analysis.core.checks import check_int, check_labels
+from mrl_analysis.core.checks import check_fraction, check_int, check_labels
+from mrl_analysis.core.findings import finding, unmeasured
 from mrl_analysis.core.kinds import NESTED_KINDS
+from mrl_analysis.core.stats import LEVEL, N_BOOT, bootstrap_means
 from mrl_analysis.retrieval.index import DEFAULT_INDEX, IndexSpec, Retriever
-from mrl_analysis.retrieval.plan import RetrievalPlan
+from mrl_analysis.retrieval.metrics import query_metrics, retrieval_mflops
+from mrl_analysis.retrieval.plan import RetrievalPlan, nearest_size
 from mrl_analysis.retrieval.tables import evaluate_retrieval, single_shot_table, stack_tables
 
-__all__ = ["RetrievalStudy", "evaluate_models", "query_subset", "retrieval_study"]
+__all__ = [
+    "CLAIM_F",
+    "FINDING_F",
+    "RetrievalStudy",
+    "evaluate_models",
+    "findings",
+    "query_subset",
+    "retrieval_study",
+]
 
 _DEFAULT_PLAN = RetrievalPlan()
 
@@ -125,6 +137,7 @@ def evaluate_models(
             f"full_models {not_nested} are not nested (kinds {NESTED_KINDS}): adaptive "
             "retrieval needs an MRL or MRL-E model"
         )
+    min_dim = check_int(min_dim, "min_dim", low=1)
     first = next(iter(query_caches.values()))
     rows = query_subset(first.labels, n_queries, seed)
     tables, indexes, setup = [], [], []
@@ -226,3 +239,113 @@ def retrieval_study(
         plan=plan,
         progress=progress,
     )
+
+
+# --------------------------------------------------------------------------- finding (f)
+
+#: The paper's finding (f) (§4.3, Figure 8, Table 11: a 16-d shortlist reranked at full
+#: size matches full-size retrieval at up to 128× fewer MFLOPs).
+FINDING_F = "f"
+CLAIM_F = (
+    "adaptive retrieval with a small shortlist size matches full-size retrieval at a fraction "
+    "of the cost"
+)
+
+
+def _finding_model(caches: Mapping[str, EmbeddingCache], model: str | None) -> str | None:
+    """``model``, or the first ``"mrl"`` cache, else the first nested one (None: none)."""
+    if model is not None:
+        if model not in caches:
+            raise ValueError(f"model {model!r} is not among the caches {sorted(caches)}")
+        return model
+    ranked = [n for n, c in caches.items() if c.kind == "mrl"]
+    ranked += [n for n, c in caches.items() if c.kind in NESTED_KINDS]
+    return ranked[0] if ranked else None
+
+
+def findings(
+    database_caches: Mapping[str, EmbeddingCache],
+    query_caches: Mapping[str, EmbeddingCache],
+    *,
+    model: str | None = None,
+    shortlist_dim: int | None = None,
+    shortlist_size: int = 200,
+    k: int = 10,
+    tolerance: float = 0.01,
+    n_queries: int | None = 1000,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> list[dict]:
+    """Finding (f), "adaptive retrieval with a small shortlist size matches full-size
+    retrieval at a fraction of the cost", as one row of
+    :func:`mrl_analysis.core.findings.finding`.
+
+    ``database_caches`` / ``query_caches``: named caches of a study's database split (e.g.
+    train) and query split (e.g. test), as notebook 06 has them. Measured on ``model``
+    (default: the first ``"mrl"`` model, else the first nested one; without either, or
+    with a model of one size, the row is ``unmeasured``) with ``n_queries`` queries (the
+    class-stratified subset of :func:`query_subset`; ``None``: all).
+
+    Effect (a fraction): per query, AP@``k`` of adaptive retrieval (a shortlist of
+    ``shortlist_size`` by exact search at ``Ds`` = ``shortlist_dim``, default the nesting
+    size nearest 16 below the full size ``d``, reranked exactly at ``d``) minus AP@``k`` of
+    exact single-shot retrieval at ``d`` (the authors' AP of :mod:`.metrics`), averaged over
+    the queries: mAP@``k`` adaptive − mAP@``k`` single-shot. Interval: the ``level``
+    percentile interval of the paired bootstrap over queries (``n_boot`` resamples of the
+    per-query differences). Threshold ``-tolerance``, direction "above": the finding holds
+    when the whole interval lies above ``-tolerance``, i.e. adaptive loses less than
+    ``tolerance`` of mAP. The cost ratio in the claim is the paper's theoretical one,
+    ``d·N / (Ds·N + d·K)`` MFLOPs per query (deterministic, unlike measured time).
+    """
+    k = check_int(k, "k", low=1)
+    shortlist_size = check_int(shortlist_size, "shortlist_size", low=k)
+    tolerance = check_fraction(tolerance, "tolerance")
+    effect = f"mAP@{k} adaptive − mAP@{k} single-shot at full size (fraction; paired over queries)"
+    name = _finding_model(query_caches, model)
+    if name is None:
+        reason = "no MRL or MRL-E model in this study: pass model= to measure another"
+        return [unmeasured(FINDING_F, CLAIM_F, effect, reason)]
+    if name not in database_caches:
+        raise ValueError(f"model {name!r} has a query cache but no database cache")
+    queries, database = query_caches[name], database_caches[name]
+    full = max(int(m) for m in queries.nesting)
+    smaller = [int(m) for m in queries.nesting if int(m) < full]
+    if shortlist_dim is None:
+        if not smaller:
+            reason = f"{name} has one size ({full}): there is no smaller size to shortlist at"
+            return [unmeasured(FINDING_F, CLAIM_F, f"{effect}, {name}", reason)]
+        shortlist_dim = nearest_size(smaller, 16)
+    ds = check_int(shortlist_dim, "shortlist_dim", low=1, high=full - 1)
+    rows = query_subset(queries.labels, n_queries, seed)
+    retriever = Retriever(database.features(full, normalize=True), database.labels)
+    shortlist_size = min(shortlist_size, retriever.size)
+    q, labels = queries.features(full)[rows], np.asarray(queries.labels)[rows]
+    rankings = (retriever.adaptive(q, ds, None, shortlist_size), retriever.search(q, None, k))
+    ap = []
+    for ranking in rankings:
+        keys, values = query_metrics(ranking[:, :k], labels, retriever.labels, [k])
+        ap.append(values[keys.index(("map", k))])
+    boot = bootstrap_means(ap[0] - ap[1], n_boot, level=level, seed=seed)
+    low, high = boot.interval()
+    n = retriever.size
+    ratio = retrieval_mflops(n, full) / retrieval_mflops(n, ds, [full], [shortlist_size])
+    claim = (
+        f"{CLAIM_F} ({name}: Ds={ds} shortlist of K={shortlist_size} reranked at d={full} vs "
+        f"single-shot at d={full}, {ratio:.1f}× fewer MFLOPs/query)"
+    )
+    detail = (
+        f"{effect}, {name}, {len(rows)} queries over {n} items: mAP@{k} "
+        f"{ap[0].mean():.4f} vs {ap[1].mean():.4f}"
+    )
+    return [
+        finding(
+            FINDING_F,
+            claim,
+            detail,
+            float(boot.mean[0]),
+            float(low[0]),
+            float(high[0]),
+            threshold=-tolerance,
+        )
+    ]

@@ -30,8 +30,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import ShuffleSplit
 
-from mrl_analysis.core.checks import check_int, check_nesting, check_scores
+from mrl_analysis.core.checks import (
+    check_finite,
+    check_fraction,
+    check_int,
+    check_nesting,
+    check_scores,
+)
 from mrl_analysis.core.kinds import NESTED_KINDS
+from mrl_analysis.core.stats import LEVEL
 
 DEFAULT_GRID = np.linspace(0.1, 1.0, 100)
 
@@ -121,6 +128,7 @@ def _check_kind(kind: str) -> str:
 
 def _check_reduced(confidence: np.ndarray, correct: np.ndarray, nesting: Sequence[int]) -> list:
     sizes = check_nesting(nesting)
+    check_finite(confidence, "confidence")
     if confidence.shape != correct.shape or confidence.ndim != 2:
         raise ValueError(
             f"confidence {confidence.shape} and correct {correct.shape} must both be [G, N]"
@@ -278,7 +286,7 @@ class CascadeStudy:
     thresholds: pd.DataFrame
 
     def summary(self) -> pd.DataFrame:
-        """Mean and std over splits per cap (paper Table 3): ``<metric>_mean/_std``."""
+        """Mean, std and interval over splits per cap (paper Table 3; :func:`mean_std`)."""
         metrics = [c for c in self.results.columns if c not in ("split", "max_size")]
         return mean_std(self.results, "max_size", metrics, self.model)
 
@@ -294,10 +302,22 @@ class CascadeStudy:
         )
 
 
-def mean_std(results: pd.DataFrame, by: str, metrics: Sequence[str], model: str) -> pd.DataFrame:
-    """Mean and std over splits of ``metrics`` per value of ``by``: ``<metric>_mean/_std``."""
-    table = results.groupby(by)[list(metrics)].agg(["mean", "std"])
+def mean_std(
+    results: pd.DataFrame, by: str, metrics: Sequence[str], model: str, level: float = LEVEL
+) -> pd.DataFrame:
+    """Mean and std over splits of ``metrics`` per value of ``by`` (``<metric>_mean``,
+    ``<metric>_std``) and the interval covering ``level`` of the splits' values
+    (``<metric>_ci_low``, ``<metric>_ci_high``: percentiles over splits, the spread of an
+    evaluation on one random split; the splits overlap, so no narrower interval of the
+    mean is claimed)."""
+    groups = results.groupby(by)[list(metrics)]
+    table = groups.agg(["mean", "std"])
     table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    tail = (1 - check_fraction(level, "level")) / 2
+    for name, q in [("ci_low", tail), ("ci_high", 1 - tail)]:
+        bound = groups.quantile(q)
+        for m in metrics:
+            table[f"{m}_{name}"] = bound[m]
     return table.reset_index().assign(model=model)
 
 
@@ -312,6 +332,8 @@ def summary_points(summary: pd.DataFrame, method: str, labels: Sequence[str]) ->
             "expected_cumulative_size": summary["expected_cumulative_size_mean"],
             "accuracy": summary["accuracy_mean"],
             "accuracy_std": summary["accuracy_std"],
+            "accuracy_ci_low": summary["accuracy_ci_low"],
+            "accuracy_ci_high": summary["accuracy_ci_high"],
         }
     )
 

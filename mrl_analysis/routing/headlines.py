@@ -22,6 +22,18 @@ def _table(rows: list[tuple[str, str, float, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS).astype({"value": float})
 
 
+def _interval(row: object, column: str, *, points: bool = False, what: str = "95% interval") -> str:
+    """`` (95% interval 76.3–77.9%)`` from ``<column>_ci_low/_high`` of ``row``; empty when
+    the row has none. ``points``: a difference, written in accuracy points."""
+    low = getattr(row, f"{column}_ci_low", np.nan)
+    high = getattr(row, f"{column}_ci_high", np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    if points:
+        return f" ({what} {100 * low:.2f} to {100 * high:.2f} points)"
+    return f" ({what} {100 * low:.2f}–{100 * high:.2f}%)"
+
+
 def _one_model(table: pd.DataFrame, model: str, what: str) -> pd.DataFrame:
     part = table[table["model"] == model]
     if part.empty:
@@ -51,19 +63,22 @@ def oracle_headlines(oracle: pd.DataFrame, shares: pd.DataFrame, model: str) -> 
                 "oracle_accuracy",
                 e,
                 r.oracle_accuracy,
-                f"{e}: {model}'s oracle (some size right) gets {r.oracle_accuracy:.2%} right",
+                f"{e}: {model}'s oracle (some size right) gets {r.oracle_accuracy:.2%} right"
+                + _interval(r, "oracle_accuracy"),
             ),
             (
                 "best_accuracy",
                 e,
                 r.best_accuracy,
-                f"{e}: its best single size, d = {r.best_size}, gets {r.best_accuracy:.2%}",
+                f"{e}: its best single size, d = {r.best_size}, gets {r.best_accuracy:.2%}"
+                + _interval(r, "best_accuracy"),
             ),
             (
                 "oracle_gap",
                 e,
                 r.oracle_gap,
-                f"{e}: the oracle is {100 * r.oracle_gap:.2f} points above the best single size",
+                f"{e}: the oracle is {100 * r.oracle_gap:.2f} points above the best single size"
+                + _interval(r, "oracle_gap", points=True),
             ),
             (
                 "never_correct",
@@ -146,7 +161,7 @@ def cascade_headlines(
                 r.model,
                 r.accuracy_mean,
                 f"{r.model}: best accuracy {r.accuracy_mean:.2%} ± {r.accuracy_std:.2%} "
-                f"(cap {r.max_size:.0f})",
+                f"(cap {r.max_size:.0f})" + _interval(r, "accuracy", what="95% of splits in"),
             ),
             (
                 "best_cap_expected_size",
@@ -242,7 +257,8 @@ def router_headlines(
     ``router_summary``: ``RouterStudy.summary()``; ``match``:
     :func:`~mrl_analysis.routing.tradeoff.size_reduction` with the router as the curve and
     the cascade as the baseline. Headlines: ``best_single_accuracy``, ``oracle_accuracy``,
-    ``cascade_vs_best_single`` and ``router_vs_best_single`` (points as fractions), and
+    ``cascade_vs_best_single`` and ``router_vs_best_single`` (points as fractions; the text
+    gives the interval of its accuracy over splits when the summaries have one), and
     ``router_size_for_cascade_accuracy`` (cascade size / router size at the cascade's most
     accurate point the router reaches; NaN if none).
     """
@@ -275,7 +291,7 @@ def router_headlines(
                 diff,
                 f"{name} at its best: {row['accuracy_mean']:.2%} at an expected size of "
                 f"{row['expected_size_mean']:.1f} dims, {100 * diff:+.2f} points vs the best "
-                "single size",
+                "single size" + _interval(row, "accuracy", what="95% of splits in"),
             )
         )
     found = match.dropna(subset=["size_ratio"])

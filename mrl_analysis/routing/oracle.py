@@ -12,12 +12,14 @@ single-row outputs of FF-k models along the first axis and pass their ``k`` as `
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from mrl_analysis.core.checks import check_labels, check_nesting, check_scores
 from mrl_analysis.core.numeric import predictions
+from mrl_analysis.core.stats import LEVEL, N_BOOT, Bootstrap, bootstrap_means, percentile_interval
 
 NEVER = "never"
 
@@ -29,13 +31,54 @@ def correctness(scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int]) 
 
 
 def accuracy_by_size(
-    scores: np.ndarray, labels: np.ndarray, nesting: Sequence[int], *, model: str = "MRL"
+    scores: np.ndarray,
+    labels: np.ndarray,
+    nesting: Sequence[int],
+    *,
+    model: str = "MRL",
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
-    """Top-1 accuracy per size: columns ``model, truncate_dim, accuracy``."""
+    """Top-1 accuracy per size with its bootstrap interval over the samples (``n_boot``
+    resamples): columns ``model, truncate_dim, accuracy, ci_low, ci_high``."""
     correct = correctness(scores, labels, nesting)
+    low, high = bootstrap_means(correct, n_boot).interval()
     return pd.DataFrame(
-        {"model": model, "truncate_dim": list(nesting), "accuracy": correct.mean(axis=1)}
+        {
+            "model": model,
+            "truncate_dim": list(nesting),
+            "accuracy": correct.mean(axis=1),
+            "ci_low": low,
+            "ci_high": high,
+        }
     )
+
+
+@dataclass(frozen=True)
+class OracleBootstrap:
+    """Bootstrap replicates ``[B]`` of the oracle's accuracy, of the best single size's and
+    of their difference (the gap), over the samples; the best size is re-chosen in every
+    resample, as on the data."""
+
+    oracle: np.ndarray
+    best: np.ndarray
+    gap: np.ndarray
+    level: float
+
+    def interval(self, statistic: str) -> tuple[float, float]:
+        """Percentile interval of ``"oracle"``, ``"best"`` or ``"gap"``."""
+        low, high = percentile_interval(getattr(self, statistic), self.level)
+        return float(low), float(high)
+
+
+def oracle_bootstrap(
+    correct: np.ndarray, n_boot: int = N_BOOT, *, level: float = LEVEL
+) -> OracleBootstrap:
+    """:class:`OracleBootstrap` of per-size correctness ``bool [G, N]`` (shared resamples)."""
+    c = np.asarray(correct, dtype=bool)
+    boot: Bootstrap = bootstrap_means(np.vstack([c, c.any(axis=0)]), n_boot, level=level)
+    best = boot.replicates[:-1].max(axis=0)
+    oracle = boot.replicates[-1]
+    return OracleBootstrap(oracle=oracle, best=best, gap=oracle - best, level=level)
 
 
 def _predictions_of(
@@ -93,13 +136,16 @@ def oracle_summary(
     *,
     model: str = "MRL",
     eval_set: str = "test",
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
     """Oracle metrics for one model on one eval set (paper Tables 22-23), one row.
 
     Columns: ``model, eval_set, n_samples, oracle_accuracy, best_size, best_accuracy,
     largest_size_accuracy, oracle_gap`` (oracle minus best single size, the headline of
     "disagreement across dimensions"), ``never_correct, oracle_expected_size,
-    majority_vote_accuracy``.
+    majority_vote_accuracy``, and the bootstrap intervals over the samples
+    (:func:`oracle_bootstrap`, ``n_boot`` resamples) ``oracle_accuracy_ci_low/_high``,
+    ``best_accuracy_ci_low/_high`` and ``oracle_gap_ci_low/_high``.
 
     The oracle routes each sample to the smallest size that is correct; a sample no size
     gets right is routed to the largest size, as in the authors' oracle notebook, so
@@ -125,6 +171,10 @@ def oracle_summary(
         "oracle_expected_size": float(np.asarray(sizes, dtype=float)[routed].mean()),
         "majority_vote_accuracy": float((majority_vote(preds) == labels).mean()),
     }
+    boot = oracle_bootstrap(correct, n_boot)
+    for name, statistic in [("oracle_accuracy", "oracle"), ("best_accuracy", "best")]:
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = boot.interval(statistic)
+    row["oracle_gap_ci_low"], row["oracle_gap_ci_high"] = boot.interval("gap")
     return pd.DataFrame([row])
 
 

@@ -18,10 +18,10 @@ from mrl_analysis.routing.tradeoff import best_reduction, size_factor_text, size
 
 #: x columns of the plane measured in dimensions (the others, e.g. multiply-adds, are not).
 _SIZE_COLUMNS = {
-    "expected_size": "expected representation size (dims)",
-    "expected_cumulative_size": "expected cumulative size of the heads evaluated (dims)",
+    "expected_size": "Expected representation size (dims)",
+    "expected_cumulative_size": "Expected cumulative size of the heads evaluated (dims)",
 }
-_X_TITLES = {"expected_head_macs": "expected head multiply-adds per sample"}
+_X_TITLES = {"expected_head_macs": "Expected head multiply-adds per sample"}
 
 
 def first_correct_figure(
@@ -37,10 +37,10 @@ def first_correct_figure(
         color=color,
         barmode="group",
         category_orders={"first_correct": order},
-        labels={"first_correct": "first correct at size", "share": "share of samples"},
+        labels={"first_correct": "First correct at size (dims)", "eval_set": "Eval set"},
     )
-    percent_axis(fig, "share of samples")
-    return style(fig, title or "Samples first classified correctly at each size")
+    percent_axis(fig, "Share of samples")
+    return style(fig, title or "Samples First Classified Correctly at Each Size")
 
 
 def _power_of_two_span(values: pd.Series) -> np.ndarray:
@@ -56,10 +56,13 @@ def tradeoff_figure(
     points: pd.DataFrame,
     *,
     x: str = "expected_size",
-    title: str = "Accuracy vs expected representation size",
+    title: str = "Accuracy vs Expected Representation Size",
     zoom: Sequence[str] | None = None,
 ) -> go.Figure:
-    """Accuracy against (expected) size, one trace per ``method``, std as error bars.
+    """Accuracy against (expected) size, one trace per ``method``, with the accuracy's
+    interval as error bars (over splits for cascades and routers, a bootstrap over the
+    samples for single sizes and oracles; std where a table has no interval) and the
+    size's std over splits as horizontal bars.
 
     ``points``: a :func:`~mrl_analysis.routing.tradeoff.tradeoff_points` table. Methods
     with a single row (e.g. the oracle) are drawn as stars. ``zoom``: methods to zoom on
@@ -76,11 +79,11 @@ def tradeoff_figure(
                 name=str(method),
                 mode="markers" if single else "lines+markers",
                 marker={"symbol": "star", "size": 14} if single else {"size": 7},
+                # A star at the top of a zoomed plot must not be cut in half.
+                cliponaxis=not single,
                 text=part["label"],
                 hovertemplate="%{text}<br>size %{x:.1f}<br>accuracy %{y:.2%}<extra></extra>",
-                error_y={"type": "data", "array": part["accuracy_std"], "visible": True}
-                if part["accuracy_std"].notna().any()
-                else None,
+                error_y=_accuracy_bars(part),
                 error_x={"type": "data", "array": part[f"{x}_std"], "visible": True}
                 if f"{x}_std" in part and part[f"{x}_std"].notna().any()
                 else None,
@@ -89,13 +92,29 @@ def tradeoff_figure(
     if x in _SIZE_COLUMNS:
         size_axis(fig, _power_of_two_span(points[x]), title=_SIZE_COLUMNS[x])
     else:
-        fig.update_xaxes(type="log", title_text=_X_TITLES.get(x, x.replace("_", " ")))
-    percent_axis(fig, "top-1 accuracy", decimals=1)
+        fig.update_xaxes(type="log", title_text=_X_TITLES.get(x, x.replace("_", " ").capitalize()))
+    percent_axis(fig, "Top-1 accuracy", decimals=1)
     # Legend below the plot: the right-hand side holds the annotated large-size points.
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0})
     if zoom is not None:
         zoom_tradeoff(fig, points, zoom, x=x)
     return style(fig, title)
+
+
+def _accuracy_bars(part: pd.DataFrame) -> dict | None:
+    """Error bars of a plane trace: the interval when known, else the std, else none."""
+    if {"accuracy_ci_low", "accuracy_ci_high"} <= set(part) and part[
+        "accuracy_ci_low"
+    ].notna().any():
+        return {
+            "type": "data",
+            "symmetric": False,
+            "array": (part["accuracy_ci_high"] - part["accuracy"]).to_numpy(),
+            "arrayminus": (part["accuracy"] - part["accuracy_ci_low"]).to_numpy(),
+        }
+    if part["accuracy_std"].notna().any():
+        return {"type": "data", "array": part["accuracy_std"].to_numpy()}
+    return None
 
 
 def cascade_figure(
@@ -105,7 +124,7 @@ def cascade_figure(
     baseline: str = "FF",
     tolerance: float = 0.0,
     x: str = "expected_size",
-    title: str = "Adaptive classification (MRL cascades)",
+    title: str = "Adaptive Classification (MRL Cascades)",
     zoom: Sequence[str] | None = None,
 ) -> go.Figure:
     """Figure 6: the cascade curve against single-size points, annotated with the
@@ -153,7 +172,7 @@ def cascade_figure(
 def router_figure(
     points: pd.DataFrame,
     x: str = "expected_size",
-    title: str = "Learned router vs threshold cascade vs oracle",
+    title: str = "Learned Router vs Threshold Cascade vs Oracle",
     zoom: Sequence[str] | None = None,
 ) -> go.Figure:
     """Router vs threshold cascade vs oracle (and single sizes) on the accuracy-vs-size
@@ -172,14 +191,17 @@ def zoom_tradeoff(
     margin: float = 0.01,
 ) -> go.Figure:
     """Zoom a :func:`tradeoff_figure` of ``points`` on the methods ``focus``: y from their
-    lowest accuracy − ``margin`` to the highest accuracy of any point + ``margin``; the log
+    lowest accuracy − ``margin`` to the highest accuracy (or interval end) of any point + 2 ×
+    ``margin``, room for its marker; the log
     x axis spans the points inside that y range, widened by a factor 1.3 each side. In
     place; returns ``fig``."""
     chosen = points[points["method"].isin(list(focus))]
     if chosen.empty:
         raise ValueError(f"no points for methods {list(focus)}; the table has {set(points.method)}")
     lo = float(chosen["accuracy"].min()) - margin
-    hi = float(points["accuracy"].max()) + margin
+    # Room above the most accurate point for its marker and error bar (the oracle star).
+    top = points["accuracy_ci_high"] if "accuracy_ci_high" in points else points["accuracy"]
+    hi = float(np.nanmax([points["accuracy"].max(), top.max()])) + 2 * margin
     inside = points[(points["accuracy"] >= lo) & (points[x] > 0)][x].dropna()
     fig.update_yaxes(range=[lo, hi])
     if not inside.empty:

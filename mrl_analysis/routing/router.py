@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from mrl_analysis.core.checks import check_nesting
+from mrl_analysis.core.checks import check_finite, check_int, check_nesting
 from mrl_analysis.routing.cascade import (
     SplitSettings,
     confidence_and_correctness,
@@ -44,7 +44,11 @@ ROUTER_SETTINGS = SplitSettings(n_splits=10)
 
 
 def _input_indices(nesting: list[int], input_sizes: Sequence[int] | None) -> list[int]:
-    chosen = [nesting[0]] if input_sizes is None else [int(m) for m in input_sizes]
+    chosen = (
+        [nesting[0]]
+        if input_sizes is None
+        else [check_int(m, "input_sizes entry") for m in input_sizes]
+    )
     missing = [m for m in chosen if m not in nesting]
     if missing or not chosen:
         raise ValueError(f"input_sizes {chosen} must be non-empty and among nesting {nesting}")
@@ -69,9 +73,10 @@ def router_features(
     num_classes = probabilities.shape[2]
     columns, tops = [], []
     for g in idx:
-        p = np.asarray(probabilities[g], dtype=np.float32)
+        p = check_finite(np.asarray(probabilities[g], dtype=np.float32), "probabilities")
         if tta_probabilities is not None:
-            p = (p + np.asarray(tta_probabilities[g], dtype=np.float32)) * 0.5
+            tta = check_finite(np.asarray(tta_probabilities[g], np.float32), "tta_probabilities")
+            p = (p + tta) * 0.5
         top2 = np.partition(p, num_classes - 2, axis=1)[:, -2:] if num_classes > 1 else p
         entropy = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)
         columns += [top2[:, -1], top2[:, -1] - top2[:, 0], entropy]
@@ -96,7 +101,7 @@ class RouterStudy:
     results: pd.DataFrame
 
     def summary(self) -> pd.DataFrame:
-        """Mean and std over splits per ``λ``: ``<metric>_mean/_std``."""
+        """Mean, std and interval over splits per ``λ`` (see ``cascade.mean_std``)."""
         metrics = ["accuracy", "expected_size", "expected_cumulative_size"]
         return mean_std(self.results, "cost_weight", metrics, self.model)
 

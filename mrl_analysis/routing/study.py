@@ -25,9 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mrl_analysis.cache.experiment import HFLIP_SUFFIX, build_caches, build_flipped_caches
+from mrl_analysis.cache.experiment import HFLIP_SUFFIX, build_caches
+from mrl_analysis.cache.reader import EmbeddingCache
 from mrl_analysis.cache.scores import FF_NAME, ScoreSet, score_sets
+from mrl_analysis.core.checks import check_fraction
+from mrl_analysis.core.findings import finding, unmeasured
 from mrl_analysis.core.kinds import NESTED_KINDS
+from mrl_analysis.core.stats import LEVEL, N_BOOT, percentile_interval
 from mrl_analysis.routing.cascade import (
     CASCADE_SETTINGS,
     CascadeStudy,
@@ -39,7 +43,9 @@ from mrl_analysis.routing.cascade import (
 )
 from mrl_analysis.routing.oracle import (
     accuracy_by_size,
+    correctness,
     first_correct_shares,
+    oracle_bootstrap,
     oracle_summary,
 )
 from mrl_analysis.routing.router import ROUTER_SETTINGS, RouterStudy, router_study
@@ -89,13 +95,10 @@ def eval_score_sets(
     if not splits:
         raise ValueError("eval_splits is empty: give at least one split, e.g. ['test']")
     where = {"cache_root": cache_root, "data_root": data_root, "progress": progress}
-    caches = build_caches(models, dataset, splits, **where)
-    if tta:
-        flip = flipped_split(splits[0])
-        flipped = build_flipped_caches(models, dataset, splits[:1], **where)
-        for name, per_split in caches.items():
-            per_split[flip] = flipped[name][flip]
-        splits.append(flip)
+    # The flipped inputs come from the same pass over the data as the plain ones.
+    flips = splits[:1] if tta else []
+    caches = build_caches(models, dataset, splits, hflip_splits=flips, **where)
+    splits += [flipped_split(split) for split in flips]
     return {
         split: score_sets({name: per_split[split] for name, per_split in caches.items()}, ff_name)
         for split in splits
@@ -332,4 +335,97 @@ def router_analysis(
         match=size_reduction(points, router.model, cascades.curve, tolerance),
         oracle=model_row.iloc[0],
         cascade_best=best[best["model"] == cascades.curve].iloc[0],
+    )
+
+
+# --------------------------------------------------------------------------- findings
+
+CLAIM_C = "The oracle beats the best single size"
+CLAIM_D = "A cascade reaches the largest size's accuracy at a fraction of its expected size"
+#: The findings' cascade study: 10 of the cascade's random splits (cheap, same seed).
+FINDINGS_SETTINGS = CASCADE_SETTINGS.first(10)
+
+
+def findings(
+    eval_caches: Mapping[str, EmbeddingCache],
+    *,
+    model: str = "MRL",
+    settings: SplitSettings = FINDINGS_SETTINGS,
+    tolerance: float = 0.0,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+) -> list[dict]:
+    """Findings (c) and (d) of the paper on ``model``'s cache in ``eval_caches`` (``{display
+    name: EmbeddingCache}`` of one eval split), as
+    :func:`~mrl_analysis.core.findings.finding` rows (keys ``"c"``, ``"d"``). Both are
+    "cannot be measured" without an MRL / MRL-E cache named ``model`` of two sizes or more.
+
+    (c) The oracle beats the best single size. Effect: the oracle's top-1 accuracy (a
+    sample counts when any size of ``model`` gets it right) minus the accuracy of the best
+    single size (a fraction; paper Tables 22-23). Interval: percentile bootstrap over the
+    eval samples at ``level`` (``n_boot`` resamples), the best size re-chosen in every
+    resample (:func:`~mrl_analysis.routing.oracle.oracle_bootstrap`). Holds when the
+    interval lies above 0.
+
+    (d) A cascade reaches the largest size's accuracy at a fraction of its size. Effect:
+    the expected size the threshold cascade needs to be as accurate as ``model``'s largest
+    size (within ``tolerance``, a fraction), as a fraction of that largest size. Per random
+    split of ``settings`` (thresholds learned on its held-out samples, no flip TTA;
+    :func:`~mrl_analysis.routing.cascade.cascade_study`): the smallest expected size among
+    the caps whose accuracy on the split's evaluation samples is at least the largest
+    size's accuracy on the same samples minus ``tolerance``, divided by the largest size;
+    1 when no cap gets there (the largest size alone always does). Value: the mean over
+    splits; interval: the percentile interval of the splits' values at ``level``. Holds
+    when the interval lies below 1.
+    """
+    tolerance = check_fraction(tolerance, "tolerance")
+    effect_c = f"{model} oracle − best single size top-1 (fraction)"
+    effect_d = f"{model} cascade's expected size to match its largest size / largest size"
+    cache = eval_caches.get(model)
+    if cache is None or cache.kind not in NESTED_KINDS or len(cache.nesting) < 2:
+        why = f"no MRL / MRL-E model named {model!r} with two sizes or more here"
+        return [unmeasured("c", CLAIM_C, effect_c, why), unmeasured("d", CLAIM_D, effect_d, why)]
+    correct = correctness(cache.logits(), cache.labels, cache.nesting)
+    boot = oracle_bootstrap(correct, n_boot, level=level)
+    gap = float(correct.any(axis=0).mean() - correct.mean(axis=1).max())
+    row_c = finding("c", CLAIM_C, effect_c, gap, *boot.interval("gap"))
+    row_d = _cascade_finding(cache, correct[-1], model, effect_d, settings, tolerance, level)
+    return [row_c, row_d]
+
+
+def _cascade_finding(
+    cache: EmbeddingCache,
+    largest: np.ndarray,
+    model: str,
+    effect: str,
+    settings: SplitSettings,
+    tolerance: float,
+    level: float,
+) -> dict:
+    nesting = cache.nesting
+    study = cascade_study(
+        cache.probabilities(),
+        cache.labels,
+        nesting,
+        settings=settings,
+        kind=cache.kind,
+        model=model,
+    )
+    _, evaluate = settings.splits(cache.num_samples)
+    reference = largest[evaluate].mean(axis=1)  # [S]: the largest size on each split
+    r = study.results
+    reached = r["accuracy"].to_numpy() >= reference[r["split"].to_numpy()] - tolerance
+    size = np.where(reached, r["expected_size"].to_numpy(), float(nesting[-1]))
+    fraction = pd.Series(size).groupby(r["split"].to_numpy()).min().to_numpy() / nesting[-1]
+    low, high = percentile_interval(fraction, level)
+    effect = f"{effect} (mean over {len(fraction)} splits)"
+    return finding(
+        "d",
+        CLAIM_D,
+        effect,
+        float(fraction.mean()),
+        float(low),
+        float(high),
+        threshold=1.0,
+        direction="below",
     )

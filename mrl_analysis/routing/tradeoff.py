@@ -2,8 +2,10 @@
 
 Points come from cascades (one per cap), learned routers (one per cost weight), single
 sizes (one per model × size) and oracles (one star each), with the columns ``method,
-label, accuracy(_std), expected_size(_std), expected_cumulative_size(_std),
-expected_head_macs(_std)``; accuracies are fractions. :func:`size_reduction` reads the
+label, accuracy(_std), accuracy_ci_low/_high, expected_size(_std),
+expected_cumulative_size(_std), expected_head_macs(_std)``; accuracies are fractions, their
+interval is over splits for cascades and routers, a bootstrap over the samples for single
+sizes and oracles. :func:`size_reduction` reads the
 plane's central claim off it, "as accurate as FF-k at a *k*× smaller size", through the
 library's one within-tolerance rule (:func:`~mrl_analysis.core.sizes.cheapest_within`).
 """
@@ -26,6 +28,8 @@ POINT_COLUMNS = [
     "label",
     "accuracy",
     "accuracy_std",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
     "expected_size",
     "expected_size_std",
     "expected_cumulative_size",
@@ -41,6 +45,7 @@ def single_size_points(accuracy: pd.DataFrame) -> pd.DataFrame:
     :func:`mrl_analysis.accuracy.metrics.linear_accuracy` writes it); fractions both."""
     if "metric" in accuracy.columns:
         accuracy = accuracy[accuracy["metric"] == "top1"].rename(columns={"value": "accuracy"})
+    nan = pd.Series(np.nan, index=accuracy.index)
     return pd.DataFrame(
         {
             "method": accuracy["model"].to_numpy(),
@@ -50,6 +55,8 @@ def single_size_points(accuracy: pd.DataFrame) -> pd.DataFrame:
             "expected_cumulative_size": accuracy["truncate_dim"].to_numpy(dtype=float),
             "accuracy": accuracy["accuracy"].to_numpy(dtype=float),
             "accuracy_std": np.nan,
+            "accuracy_ci_low": accuracy.get("ci_low", nan).to_numpy(dtype=float),
+            "accuracy_ci_high": accuracy.get("ci_high", nan).to_numpy(dtype=float),
         }
     )
 
@@ -65,6 +72,8 @@ def oracle_points(oracle: pd.DataFrame, method: str = "oracle") -> pd.DataFrame:
             "expected_cumulative_size": np.nan,
             "accuracy": oracle["oracle_accuracy"].to_numpy(),
             "accuracy_std": np.nan,
+            "accuracy_ci_low": oracle.get("oracle_accuracy_ci_low", np.nan),
+            "accuracy_ci_high": oracle.get("oracle_accuracy_ci_high", np.nan),
         }
     )
 

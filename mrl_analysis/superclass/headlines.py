@@ -56,7 +56,8 @@ def size_headlines(
     highest, and, with ``tolerance`` (a fraction), the smallest size within ``tolerance``
     of its best size.
 
-    ``overall``: :func:`~mrl_analysis.superclass.metrics.superclass_accuracy` rows. Keys:
+    ``overall``: :func:`~mrl_analysis.superclass.metrics.superclass_accuracy` rows (the
+    ``at_*`` sentences give the bootstrap interval when the table has one). Keys:
     ``at_smallest``, ``at_largest``, ``lowest``, ``highest`` and
     ``smallest_within_tolerance`` (``value`` is then that size's accuracy and
     ``reference_dim`` / ``reference_value`` the best size's).
@@ -65,6 +66,15 @@ def size_headlines(
     sizes = rows["truncate_dim"].to_numpy()
     values = rows[metric].to_numpy(dtype=float)
     name = _name(metric)
+    nan = np.full(len(rows), np.nan)
+    low = rows.get(f"{metric}_ci_low", pd.Series(nan)).to_numpy(dtype=float)
+    high = rows.get(f"{metric}_ci_high", pd.Series(nan)).to_numpy(dtype=float)
+
+    def interval(i: int) -> str:
+        if not (np.isfinite(low[i]) and np.isfinite(high[i])):
+            return ""
+        return f" (95% interval {100 * low[i]:.1f}–{100 * high[i]:.1f}%)"
+
     picks = {
         "at_smallest": 0,
         "at_largest": len(sizes) - 1,
@@ -79,7 +89,7 @@ def size_headlines(
             "truncate_dim": int(sizes[i]),
             "value": float(values[i]),
             "text": (
-                f"{model} at {_dims(int(sizes[i]))}: {name} {values[i]:.1%}"
+                f"{model} at {_dims(int(sizes[i]))}: {name} {values[i]:.1%}{interval(i)}"
                 if key.startswith("at_")
                 else f"{model}: {key} {name} {values[i]:.1%} at {_dims(int(sizes[i]))}"
             ),

@@ -25,6 +25,7 @@ import pandas as pd
 
 from mrl_analysis.core.checks import check_scores
 from mrl_analysis.core.numeric import predictions
+from mrl_analysis.core.stats import N_BOOT, Bootstrap, bootstrap_means, bootstrap_ratios
 from mrl_analysis.data.hierarchy import SuperclassMap
 
 
@@ -48,6 +49,17 @@ def _superclass_outcomes(
     return fine, same_super, true_super, sizes
 
 
+def _with_intervals(table: pd.DataFrame, boots: dict[str, Bootstrap]) -> pd.DataFrame:
+    """``table`` with ``<column>_ci_low`` / ``_ci_high`` right after each column of
+    ``boots`` (its bootstrap, one replicate row per table row)."""
+    for column, boot in boots.items():
+        low, high = boot.interval()
+        at = table.columns.get_loc(column) + 1
+        table.insert(at, f"{column}_ci_low", low)
+        table.insert(at + 1, f"{column}_ci_high", high)
+    return table
+
+
 def superclass_accuracy(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -55,29 +67,40 @@ def superclass_accuracy(
     smap: SuperclassMap,
     *,
     model: str = "MRL",
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
     """Superclass metrics per size (Figure 10, Table 25), one row per size.
 
     Columns: ``model, truncate_dim, n_samples, fine_accuracy, superclass_accuracy,
-    n_fine_errors, within_superclass_error_share``. All samples count, those of
-    reject classes included (the paper's 31-way setup).
+    n_fine_errors, within_superclass_error_share``, each rate followed by its bootstrap
+    interval over the samples (``<rate>_ci_low``, ``<rate>_ci_high``; ``n_boot``
+    resamples, shared by all sizes). All samples count, those of reject classes included
+    (the paper's 31-way setup).
     """
     fine, same, _, sizes = _superclass_outcomes(scores, labels, nesting, smap)
-    errors = (~fine).sum(axis=1)
-    inside = (~fine & same).sum(axis=1)
-    return pd.DataFrame(
+    g = len(sizes)
+    rates = bootstrap_means(np.vstack([fine, same]), n_boot)
+    share = bootstrap_ratios(~fine & same, ~fine, n_boot)
+    table = pd.DataFrame(
         {
             "model": model,
             "truncate_dim": sizes,
             "n_samples": fine.shape[1],
-            "fine_accuracy": fine.mean(axis=1),
-            "superclass_accuracy": same.mean(axis=1),
-            "n_fine_errors": errors,
-            "within_superclass_error_share": np.divide(
-                inside, errors, out=np.full(len(sizes), np.nan), where=errors > 0
-            ),
+            "fine_accuracy": rates.mean[:g],
+            "superclass_accuracy": rates.mean[g:],
+            "n_fine_errors": (~fine).sum(axis=1),
+            "within_superclass_error_share": share.mean,
         }
     )
+    split = {
+        "fine_accuracy": slice(0, g),
+        "superclass_accuracy": slice(g, 2 * g),
+    }
+    boots = {
+        name: Bootstrap(rates.mean[part], rates.replicates[part], rates.level)
+        for name, part in split.items()
+    }
+    return _with_intervals(table, {**boots, "within_superclass_error_share": share})
 
 
 def per_superclass_accuracy(
@@ -87,13 +110,16 @@ def per_superclass_accuracy(
     smap: SuperclassMap,
     *,
     model: str = "MRL",
+    n_boot: int = N_BOOT,
 ) -> pd.DataFrame:
     """Metrics per size × true superclass (Figure 11), one row each.
 
     Columns: ``model, truncate_dim, superclass, n_samples, superclass_accuracy``
     (recall of the superclass), ``within_superclass_accuracy`` (top-1 restricted to the
-    superclass's own fine classes), ``fine_accuracy, within_superclass_error_share``.
-    Superclasses without samples are left out.
+    superclass's own fine classes), ``fine_accuracy, within_superclass_error_share``; the
+    three accuracies are followed by their bootstrap intervals over the samples
+    (``<rate>_ci_low``, ``<rate>_ci_high``; ``n_boot`` resamples, the superclass's sample
+    count varying with the resample). Superclasses without samples are left out.
     """
     fine, same, true_super, sizes = _superclass_outcomes(scores, labels, nesting, smap)
     n_super = smap.num_superclasses
@@ -129,6 +155,20 @@ def per_superclass_accuracy(
                 ).ravel(),
             }
         )
+    # Per (size, superclass) row: hits among the superclass's samples over their count.
+    member = (true_super[None, :] == np.arange(n_super)[:, None]).astype(np.float32)  # [S, N]
+    den = np.tile(member, (len(sizes), 1))
+    boots = {
+        name: bootstrap_ratios(
+            (values[:, None, :] * member[None]).reshape(-1, len(labels)), den, n_boot
+        )
+        for name, values in [
+            ("superclass_accuracy", same),
+            ("within_superclass_accuracy", restricted),
+            ("fine_accuracy", fine),
+        ]
+    }
+    table = _with_intervals(table, boots)
     return table[table["n_samples"] > 0].reset_index(drop=True)
 
 

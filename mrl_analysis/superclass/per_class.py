@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mrl_analysis.core.checks import check_scores
+from mrl_analysis.core.checks import check_int, check_scores
 from mrl_analysis.core.numeric import predictions
 
 TRENDS = ("monotonic increase", "increase then dip", "decline then increase", "no clear trend")
@@ -61,7 +61,7 @@ def per_class_accuracy(
             f"class_names has {len(class_names)} names for {num_classes} classes: "
             "give one name per class index"
         )
-    ref = sizes[-1] if reference_size is None else int(reference_size)
+    ref = sizes[-1] if reference_size is None else check_int(reference_size, "reference_size")
     if ref not in sizes:
         raise ValueError(f"reference_size {ref} is not one of the nesting sizes {sizes}")
     correct = predictions(scores) == labels[None, :]
@@ -187,8 +187,9 @@ def relative_accuracy_outliers(
 def at_sizes(table: pd.DataFrame, model: str, sizes: Sequence[int], label: str) -> pd.DataFrame:
     """The rows of ``model`` at ``sizes`` only, renamed ``label`` (e.g. MRL at the FF sizes,
     for trends over the same size grid)."""
-    part = table[(table["model"] == model) & table["truncate_dim"].isin(list(sizes))]
-    missing = sorted({int(m) for m in sizes} - set(part["truncate_dim"].astype(int)))
+    sizes = [check_int(m, "sizes entry") for m in sizes]
+    part = table[(table["model"] == model) & table["truncate_dim"].isin(sizes)]
+    missing = sorted(set(sizes) - set(part["truncate_dim"].astype(int)))
     if missing:
         raise ValueError(f"{model!r} has no rows at sizes {missing}")
     return part.assign(model=label).reset_index(drop=True)

@@ -13,12 +13,22 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from mrl_analysis.cache.experiment import build_caches
 from mrl_analysis.cache.reader import EmbeddingCache
 from mrl_analysis.cache.scores import FF_NAME, ScoreSet, score_sets
-from mrl_analysis.core.checks import check_fraction
+from mrl_analysis.core.checks import check_fraction, check_scores, check_truncate_dim
+from mrl_analysis.core.findings import finding, unmeasured
+from mrl_analysis.core.kinds import NESTED_KINDS
+from mrl_analysis.core.numeric import predictions
+from mrl_analysis.core.stats import (
+    LEVEL,
+    N_BOOT,
+    bootstrap_means,
+    bootstrap_ratios,
+)
 from mrl_analysis.data.hierarchy import SuperclassMap, resolve_superclasses
 from mrl_analysis.superclass.headlines import (
     outlier_headlines,
@@ -243,3 +253,101 @@ def superclass_study(
         trend_counts=counts,
         headlines=headlines,
     )
+
+
+# --------------------------------------------------------------------------- findings
+
+CLAIM_E = "Superclass accuracy falls less than fine accuracy at small sizes"
+CLAIM_H = "Small-size errors concentrate within superclasses"
+
+
+def findings(
+    eval_caches: Mapping[str, EmbeddingCache],
+    *,
+    model: str = "MRL",
+    truncate_dim: int | None = None,
+    hierarchy: str | os.PathLike | Mapping[str, str] | None = None,
+    wordnet_depth: int | None = None,
+    wordnet_superclasses: Sequence[str] | None = None,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+) -> list[dict]:
+    """Findings (e) and (h) of the paper on ``model``'s cache in ``eval_caches``
+    (``{display name: EmbeddingCache}`` of one eval split), as
+    :func:`~mrl_analysis.core.findings.finding` rows (keys ``"e"``, ``"h"``).
+
+    Both compare the small size ``d = truncate_dim`` (default: ``model``'s smallest size)
+    with the largest size ``L``, through the superclasses of :func:`superclass_map_for`
+    (the cache's stored hierarchy unless ``hierarchy`` / ``wordnet_*`` is given; classes it
+    leaves out pool into a reject group). Intervals: percentile bootstrap over the eval
+    samples at ``level`` (``n_boot`` resamples, paired). Both are "cannot be measured"
+    without an MRL / MRL-E cache named ``model`` of two sizes or more, or without a
+    hierarchy.
+
+    (e) Superclass accuracy falls less than fine accuracy at small sizes. Effect: the drop
+    of fine top-1 from ``L`` to ``d`` minus the drop of superclass accuracy (the predicted
+    class lies in the true superclass) from ``L`` to ``d``, ``(fine_L − fine_d) −
+    (super_L − super_d)``, a fraction (paper Figure 10). Holds when the interval lies
+    above 0.
+
+    (h) Small-size errors concentrate within superclasses. Effect: among the samples wrong
+    at ``d`` whose true class is in a real superclass (not the reject group), the share
+    whose prediction lies in the true superclass, minus the share expected if the wrong
+    prediction were any other class at random (``(n_S − 1) / (C − 1)`` for a class of a
+    superclass of ``n_S`` classes, averaged over those errors), a fraction. Holds when the
+    interval lies above 0.
+    """
+    effect_e = f"{model}: fine top-1 drop − superclass accuracy drop from the largest size"
+    effect_h = f"{model}: within-superclass share of errors − chance share"
+    cache = eval_caches.get(model)
+    why = None
+    if cache is None or cache.kind not in NESTED_KINDS or len(cache.nesting) < 2:
+        why = f"no MRL / MRL-E model named {model!r} with two sizes or more here"
+    elif not (cache.hierarchy or hierarchy or wordnet_depth or wordnet_superclasses):
+        why = "the data stores no class hierarchy and none was given"
+    if why is not None:
+        return [unmeasured("e", CLAIM_E, effect_e, why), unmeasured("h", CLAIM_H, effect_h, why)]
+    nesting = cache.nesting
+    d = nesting[0] if truncate_dim is None else check_truncate_dim(truncate_dim, nesting)
+    smap = superclass_map_for(
+        cache, hierarchy, wordnet_depth=wordnet_depth, wordnet_superclasses=wordnet_superclasses
+    )
+    logits, labels, _ = check_scores(cache.logits(), cache.labels, nesting, "logits")
+    preds = predictions(logits[[nesting.index(d), -1]])  # [2, N]: the small and the largest size
+    fine = (preds == labels).astype(float)
+    true_super = smap.of(labels)
+    same = (smap.of(preds) == true_super).astype(float)
+    at = f" at d = {d} vs {nesting[-1]} (fraction)"
+    boot = bootstrap_means((fine[1] - fine[0]) - (same[1] - same[0]), n_boot, level=level)
+    (low,), (high,) = boot.interval()
+    row_e = finding("e", CLAIM_E, effect_e + at, float(boot.mean[0]), low, high)
+    return [
+        row_e,
+        _error_finding(smap, labels, preds[0], true_super, same[0], d, effect_h, n_boot, level),
+    ]
+
+
+def _error_finding(
+    smap: SuperclassMap,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    true_super: np.ndarray,
+    same: np.ndarray,
+    d: int,
+    effect: str,
+    n_boot: int,
+    level: float,
+) -> dict:
+    real = np.ones(len(labels), bool) if smap.reject is None else true_super != len(smap.names) - 1
+    errors = ((preds != labels) & real).astype(float)
+    n = int(errors.sum())
+    if n == 0:
+        why = f"no errors at d = {d} in a real superclass: nothing to locate"
+        return unmeasured("h", CLAIM_H, f"{effect} at d = {d} (fraction)", why)
+    num_classes = smap.index.shape[0]
+    class_count = np.bincount(smap.index, minlength=len(smap.names))[true_super]
+    chance = (class_count - 1) / max(num_classes - 1, 1)
+    boot = bootstrap_ratios(errors * (same - chance), errors, n_boot, level=level)
+    (low,), (high,) = boot.interval()
+    effect = f"{effect} at d = {d}, over its {n} errors (fraction)"
+    return finding("h", CLAIM_H, effect, float(boot.mean[0]), low, high)

@@ -330,3 +330,24 @@ def test_method_labels():
     assert method_label("FF-2048", "first-m", baseline=True) == "FF Rand. FS"
     assert method_label("ff", "svd") == "FF SVD"
     assert method_label("my model", "linear") == "my model"
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def test_every_accuracy_row_has_a_bootstrap_interval_from_shared_resamples():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 800)
+    logits = rng.normal(size=(2, 800, 4)).astype(np.float32)
+    logits[1, np.arange(800), labels] += 2  # the larger size is better
+    table = linear_accuracy(logits, labels, [2, 8], topk=(1, 2), model="MRL")
+    assert (table["ci_low"] < table["value"]).all() and (table["value"] < table["ci_high"]).all()
+    # The interval is the percentile bootstrap of the per-sample outcomes, resampled with
+    # seed 0: another table over the same samples (FF-8 alone) gets the very same interval.
+    alone = linear_accuracy(logits[1:], labels, [8], topk=(1, 2), model="FF-8")
+    both = table[table["truncate_dim"] == 8].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        alone[["value", "ci_low", "ci_high"]], both[["value", "ci_low", "ci_high"]]
+    )
+    with pytest.raises(ValueError, match="n_boot"):
+        linear_accuracy(logits, labels, [2, 8], topk=1, n_boot=0)

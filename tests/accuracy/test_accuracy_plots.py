@@ -74,9 +74,15 @@ def test_accuracy_figure_from_real_tables():
     fig = accuracy_figure(table, "1-NN")
     assert [trace.name for trace in fig.data] == ["MRL", "FF Rand. FS", "FF SVD", "FF JL"]
     assert fig.layout.yaxis.title.text == "1-NN accuracy"
-    assert fig.layout.title.text == "1-NN accuracy vs representation size"
+    assert fig.layout.title.text == "1-NN Accuracy vs Representation Size"
     mrl = next(trace for trace in fig.data if trace.name == "MRL")
     assert 0 < min(mrl.y) and max(mrl.y) <= 1
+    # Every point carries its bootstrap interval as asymmetric error bars.
+    rows = table[table["label"] == "MRL"].sort_values("truncate_dim")
+    assert mrl.error_y.symmetric is False
+    np.testing.assert_allclose(mrl.error_y.array, rows["ci_high"] - rows["value"])
+    np.testing.assert_allclose(mrl.error_y.arrayminus, rows["value"] - rows["ci_low"])
+    assert (np.asarray(mrl.error_y.array) > 0).any()
 
 
 def test_dense_size_grid_is_ticked_at_powers_of_two():

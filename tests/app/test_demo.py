@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +43,12 @@ def test_demo_study_is_the_documented_model_set():
     assert configs["mrl"].nesting == configs["mrl-e"].nesting == nesting
     assert [configs[f"ff-{k}"].ff_dim for k in (2, 8, 512)] == [2, 8, 512]
     for cfg in configs.values():
-        assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.seed) == ("fashion-mnist", "resnet18", 2, 0)
+        assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.seed) == (
+            "fashion-mnist",
+            "shufflenet_v2_x0_5",
+            1,
+            0,
+        )
         assert cfg.data_root is None and cfg.classes is None
     assert study.train_configs(epochs=5)["mrl"].epochs == 5
     assert study.models.checkpoints == ROOT / "data" / "checkpoints" / "fashion-mnist"
@@ -70,7 +76,7 @@ def test_tiny_imagenet_batch_validates_against_the_notebooks():
     study = load_study("tiny-imagenet")
     batch = load_batch(study.batch_spec())
     assert batch.name == "tiny-imagenet" and batch.root == ROOT and batch.study == "tiny-imagenet"
-    resolved = check_batch(batch)
+    resolved = check_batch(batch, check_paths=False)
     assert {"gradcam_disagreement", "fewshot_fluid"} <= set(resolved)
     for params in resolved.values():
         assert params["dataset"] == "tiny-imagenet"
@@ -90,12 +96,26 @@ def test_tiny_imagenet_batch_validates_against_the_notebooks():
         "FF-512": "data/checkpoints/tiny-imagenet-100/ff-512.pt",
     }
     # The spec file itself is a batch file too.
-    assert check_batch(load_batch(study.path)) == resolved
+    assert check_batch(load_batch(study.path), check_paths=False) == resolved
+
+
+@pytest.mark.parametrize("study", ["demo", "tiny-imagenet"])
+def test_both_demos_state_the_findings_and_run_the_diagnostic(study):
+    """Issue 14: both demo batches end with the findings table; the runner validates the
+    new notebooks' parameters like the others'."""
+    resolved = check_batch(load_batch(load_study(study).batch_spec()), check_paths=False)
+    expected = ["oracle_routing", "adaptive_retrieval", "findings", "matryoshka_diagnostic"]
+    assert set(expected) <= set(resolved)
+    assert list(resolved)[-2:] == ["findings", "matryoshka_diagnostic"]
+    if study == "tiny-imagenet":  # its nesting starts at 4: no sizes below it
+        nesting = load_study(study).train_configs()["mrl"].nesting
+        assert resolved["matryoshka_diagnostic"]["min_dim"] == nesting[0]
+        assert resolved["adaptive_retrieval"]["min_dim"] == nesting[0]
 
 
 def test_tiny_imagenet_batch_with_another_data_root():
     spec = load_study("tiny-imagenet").batch_spec("/data/tin")
-    resolved = check_batch(load_batch(spec))
+    resolved = check_batch(load_batch(spec), check_paths=False)
     assert {p["data_root"] for p in resolved.values()} == {"/data/tin"}
 
 
@@ -107,8 +127,12 @@ def test_tiny_imagenet_model_sets(tmp_path):
     assert full["mrl"].nesting == [4, 8, 16, 32, 64, 128, 256, 512]
     assert full["mrl"].classes is None and full["ff-512"].ff_dim == 512
     for cfg in full.values():
-        assert (cfg.dataset, cfg.arch, cfg.stem) == ("tiny-imagenet", "resnet18", "imagenet")
-        assert cfg.data_root == str(root) and (cfg.epochs, cfg.batch_size) == (1, 128)
+        assert (cfg.dataset, cfg.arch, cfg.stem) == (
+            "tiny-imagenet",
+            "shufflenet_v2_x0_5",
+            "imagenet",
+        )
+        assert cfg.data_root == str(root) and (cfg.epochs, cfg.batch_size) == (2, 128)
 
     novel = study.train_configs(novel=True, epochs=3, data_root=root)
     ids = get_dataset("tiny-imagenet", "val", root=root).class_ids
@@ -126,11 +150,11 @@ def test_check_tiny_imagenet_names_the_path_and_the_fix(tmp_path):
 
 
 def test_cli_demo_tiny_imagenet_without_data(tmp_path, capsys):
-    assert cli.main(["demo", "--dataset", "tiny-imagenet", "--data-root", str(tmp_path)]) == 2
+    args = ["demo", "--study", "tiny-imagenet", "--data-root", str(tmp_path)]
+    assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "tiny-imagenet-200.zip" in err
-    assert cli.main(["demo", "--data-root", str(tmp_path)]) == 2
-    assert "--data-root is for --dataset tiny-imagenet" in capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 @pytest.fixture
@@ -154,7 +178,7 @@ def stubbed(monkeypatch) -> dict[str, list]:
 
     def run_batch(batch, force=False):
         calls["batch"].append(batch)
-        return pd.DataFrame({"status": ["ok"], "figures_dir": ["figures/x/y"]})
+        return pd.DataFrame({"status": ["ok"], "figures_dir": ["figures/x/y"], "reused": [True]})
 
     monkeypatch.setattr(runner, "run_batch", run_batch)
     monkeypatch.setattr(runner, "print_summary", lambda summary: None)
@@ -165,7 +189,7 @@ def test_run_tiny_imagenet_wiring(tmp_path, stubbed):
     """train -> caches (train and val, plain and class-subset) -> the batch, all stubbed."""
     study = load_study("tiny-imagenet")
     root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
-    assert demo.run_tiny_imagenet(root) == 0
+    assert demo.run_study("tiny-imagenet", data_root=root) == 0
     (full, full_dir, _), (novel, novel_dir, _) = stubbed["train"]
     assert full_dir == study.models.checkpoints and novel_dir == study.novel_models.checkpoints
     assert all(c.classes is None for c in full.values())
@@ -182,9 +206,10 @@ def test_run_tiny_imagenet_wiring(tmp_path, stubbed):
 
 
 @needs_fashion_mnist  # the class-subset models' classes come from the data
-def test_run_demo_wiring(stubbed):
-    """The demo trains, caches and runs what its study names; --only takes either name."""
-    assert demo.run_demo(only=["MRL-E", "ff-8"]) == 0
+def test_run_demo_wiring(stubbed, capsys):
+    """The demo trains, caches and runs what its study names; --models takes either name,
+    and each phase prints its time."""
+    assert demo.run_study("demo", models=["MRL-E", "ff-8"]) == 0
     (full, full_dir, only), (_, novel_dir, _) = stubbed["train"]
     assert only == ["mrl-e", "ff-8"] and set(full) == {"mrl", "mrl-e", "ff-2", "ff-8", "ff-512"}
     assert full_dir == ROOT / "data" / "checkpoints" / "fashion-mnist"
@@ -197,3 +222,49 @@ def test_run_demo_wiring(stubbed):
     assert "data_root" not in batch.study_parameters and not batch.defaults
     ff = batch.study_parameters["models"]["FF-512"]
     assert ff == "data/checkpoints/fashion-mnist/ff-512.pt"
+    out = capsys.readouterr().out
+    for phase in ("train", "cache", "notebooks"):
+        assert re.search(rf"\[demo\] {phase}: done in \d+\.\ds", out), out
+    assert re.search(r"\[demo\] total \d+\.\ds \(start-up .*train .*cache .*notebooks", out)
+
+
+def test_demo_models_are_validated_before_anything_happens(stubbed, tmp_path, capsys):
+    with pytest.raises(ValueError) as info:
+        demo.run_study("demo", models=["MRL", "XYZ"])
+    message = str(info.value)
+    assert "study 'demo' has no model named 'XYZ'" in message
+    assert "MRL-E (mrl-e)" in message and "FF-512 (ff-512)" in message
+    assert stubbed["train"] == [] and stubbed["caches"] == []  # nothing trained or written
+    assert cli.main(["demo", "--models", "XYZ"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mrl-analysis demo: error: study 'demo' has no model named 'XYZ'")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_profile_trains_and_runs_the_profiled_study(stubbed, tmp_path, capsys):
+    """`demo --profile` swaps the training values and moves checkpoints and caches aside."""
+    root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
+    args = ["demo", "--study", "tiny-imagenet", "--profile", "tiny-imagenet-cuda"]
+    assert cli.main([*args, "--data-root", str(root)]) == 0
+    (full, full_dir, _), (_, novel_dir, _) = stubbed["train"]
+    assert {cfg.device for cfg in full.values()} == {"cuda"}
+    assert (full_dir.name, novel_dir.name) == ("tiny-imagenet-cuda", "tiny-imagenet-100-cuda")
+    _, kwargs = stubbed["caches"][0]
+    assert kwargs["cache_root"].name == "cache-cuda"
+    batch = stubbed["batch"][0]
+    assert batch["name"] == "tiny-imagenet-cuda"
+    assert batch["defaults"]["models"]["MRL"] == "data/checkpoints/tiny-imagenet-cuda/mrl.pt"
+
+    assert cli.main(["demo", "--profile", "tiny-imagenet-cuda"]) == 2  # a profile of another study
+    err = capsys.readouterr().err
+    assert "is for study 'tiny-imagenet', not 'demo'" in err and len(err.strip().splitlines()) == 1
+    assert len(stubbed["train"]) == 2  # the first run's two model sets: none for the refused
+
+
+def test_a_broken_profile_file_is_one_line(stubbed, tmp_path, capsys):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("study: demo\ntraining: {epochs: [2\n")
+    assert cli.main(["demo", "--profile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3:1: invalid YAML" in err and len(err.strip().splitlines()) == 1
+    assert stubbed["train"] == []

@@ -47,4 +47,4 @@ def test_study_parameters_match_the_notebooks(study: str) -> None:
     if not all(p.is_file() for p in _batch_paths(study)):
         pytest.skip("a notebook of the study is missing (see test_study_notebooks_exist)")
     batch = load_batch(load_study(study).batch_spec())
-    assert set(check_batch(batch)) == {e.name for e in batch.entries}
+    assert set(check_batch(batch, check_paths=False)) == {e.name for e in batch.entries}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import os
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -12,8 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from mrl_analysis.app import runner as runner_module
 from mrl_analysis.app.batch import check_batch, load_batch
 from mrl_analysis.app.runner import (
+    MARKER,
+    MAX_OUTPUT_BYTES,
+    _clean_outputs,
     _runs_this_interpreter,
     print_summary,
     resolve_kernel,
@@ -28,9 +37,14 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from mrl_analysis.core.progress import progress
 from mrl_analysis.figures.save import figure_dir, save_figure
 
 assert str(figure_dir()) == output_dir, (figure_dir(), output_dir)
+for _ in progress(range(3), desc=f"rows · {title}", leave=True):
+    pass
+for _ in progress(range(3), desc="inner"):
+    pass
 # a relative data path only works when the kernel runs in the batch root
 offset = float(Path("data/offset.txt").read_text())
 table = pd.DataFrame({"x": range(n), "y": [offset + i for i in range(n)]})
@@ -107,19 +121,22 @@ def test_batch_runs_past_a_failure_and_reports_it(summary: pd.DataFrame, project
 
 
 def test_outputs_land_under_runs_and_figures(summary: pd.DataFrame, project: Path) -> None:
-    for name in ["plot-a", "broken", "plot-b"]:
+    for name in ["plot-a", "plot-b"]:
         assert (project / "runs" / "tiny" / f"{name}.ipynb").is_file()
     executed = nbformat.read(str(project / "runs" / "tiny" / "plot-a.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and 'title = "a"' in injected[0].source
 
     fig_a = project / "figures" / "tiny" / "plot-a"
-    assert sorted(p.name for p in fig_a.iterdir()) == ["line_a.csv", "line_a.html"]
+    assert _outputs(fig_a) == ["line_a.csv", "line_a.html"]
+    assert (fig_a / MARKER).is_file()  # the runner made it: it may replace it later
     # defaults reach the notebooks declaring them; entry parameters override them
     assert pd.read_csv(fig_a / "line_a.csv")["y"].tolist() == [10, 11, 12, 13]
     fig_b = project / "figures" / "tiny" / "plot-b"
     assert pd.read_csv(fig_b / "line_b.csv")["y"].tolist() == [10, 11]
-    assert list((project / "figures" / "tiny" / "broken").iterdir()) == []
+    assert not (project / "figures" / "tiny" / "broken").exists()  # no good run: no folder
+    assert not list((project / "figures" / "tiny").glob(".*"))  # no staging folder left
+    assert (project / "runs" / "tiny" / "broken.failed.ipynb").is_file()
 
     saved = pd.read_csv(project / "runs" / "tiny" / "summary.csv")
     assert saved["status"].tolist() == summary["status"].tolist()
@@ -130,27 +147,205 @@ def test_print_summary_points_at_the_failure(summary: pd.DataFrame) -> None:
     print_summary(summary, file=out)
     text = out.getvalue()
     assert "FAILED broken" in text and "ZeroDivisionError" in text
-    assert str(Path("runs") / "tiny" / "broken.ipynb") in text
+    assert str(Path("runs") / "tiny" / "broken.failed.ipynb") in text
     assert "2/3 notebook(s) succeeded" in text
 
 
-def test_only_runs_the_named_entries_and_replaces_stale_figures(project: Path) -> None:
-    stale = project / "out" / "figs" / "tiny" / "plot-b" / "old.html"
-    stale.parent.mkdir(parents=True)
-    stale.write_text("stale")
-    result = run_batch(
-        project / "batches" / "tiny.yaml",
-        only=["plot-b"],
-        runs_dir="out/runs",
-        figures_dir="out/figs",
-        progress=False,
-    )
+def _outputs(folder: Path) -> list[str]:
+    """The figure files in ``folder`` (not the marker, not the shared plotly.js bundle)."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".js" and p.name != MARKER)
+
+
+def test_only_runs_the_named_entries_and_replaces_its_own_stale_figures(project: Path) -> None:
+    def run() -> pd.DataFrame:
+        return run_batch(
+            project / "batches" / "tiny.yaml",
+            only=["plot-b"],
+            runs_dir="out/runs",
+            figures_dir="out/figs",
+            progress=False,
+            force=True,
+        )
+
+    folder = project / "out" / "figs" / "tiny" / "plot-b"
+    folder.mkdir(parents=True)
+    (folder / "mine.png").write_text("the user's own file")
+    refused = run().iloc[0]
+    assert refused["status"] == "failed" and "was not made by the runner" in refused["error"]
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.png"]  # untouched
+
+    (folder / "mine.png").unlink()  # an empty folder is adopted
+    result = run()
     assert result["name"].tolist() == ["plot-b"] and result["status"].tolist() == ["ok"]
-    assert sorted(p.name for p in stale.parent.iterdir()) == ["line_b.csv", "line_b.html"]
     assert (project / "out" / "runs" / "tiny" / "plot-b.ipynb").is_file()
+    (folder / "stale.html").write_text("stale")  # the runner's folder: replaced as a whole
+    assert run()["status"].tolist() == ["ok"]
+    assert _outputs(folder) == ["line_b.csv", "line_b.html"]
 
     with pytest.raises(ValueError, match=r"no notebook named 'plot-c'.*did you mean 'plot-"):
         run_batch(project / "batches" / "tiny.yaml", only=["plot-c"], progress=False)
+
+
+@pytest.mark.parametrize("where", ["../elsewhere", "/tmp/mrl-outside-test", "out/../../x"])
+@pytest.mark.parametrize("key", ["runs_dir", "figures_dir"])
+def test_folders_outside_the_batch_root_are_refused(project: Path, where: str, key: str) -> None:
+    spec = {"name": "outside", "notebooks": ["nbs/plot.ipynb"], key: where}
+    path = _write_batch(project, spec)
+    with pytest.raises(ValueError, match=f"{key} .* is outside the batch root.*--allow-outside"):
+        run_batch(path, progress=False)
+    with pytest.raises(ValueError, match="is outside the batch root"):
+        run_batch(project / "batches" / "tiny.yaml", progress=False, **{key: where})
+    assert not Path(os.path.normpath(project / where)).exists()
+
+
+def test_allow_outside_writes_where_the_user_said(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "chosen"
+    result = run_batch(
+        project / "batches" / "tiny.yaml",
+        only=["plot-a"],
+        figures_dir=out,
+        runs_dir=out / "runs",
+        progress=False,
+        allow_outside=True,
+    )
+    assert result["status"].tolist() == ["ok"]
+    assert _outputs(out / "tiny" / "plot-a") == ["line_a.csv", "line_a.html"]
+
+
+def test_a_failed_run_keeps_the_last_good_outputs(project: Path) -> None:
+    _notebook(project / "nbs" / "flaky.ipynb", 'path = "data/flaky.txt"\n', READ_BODY)
+    batch = _write_batch(project, {"name": "flaky", "notebooks": ["nbs/flaky.ipynb"]})
+    figures = project / "figures" / "flaky" / "flaky"
+    executed = project / "runs" / "flaky" / "flaky.ipynb"
+    (project / "data" / "flaky.txt").write_text("3")
+    assert run_batch(batch, progress=False)["status"].tolist() == ["ok"]
+    good = {p.name: p.read_bytes() for p in figures.iterdir()}
+    good_executed = executed.read_bytes()
+
+    (project / "data" / "flaky.txt").write_text("not a number")
+    row = run_batch(batch, progress=False).iloc[0]
+    assert row["status"] == "failed" and "ValueError" in row["error"]
+    assert {p.name: p.read_bytes() for p in figures.iterdir()} == good
+    assert executed.read_bytes() == good_executed
+    assert row["executed"].endswith("flaky.failed.ipynb") and Path(row["executed"]).is_file()
+    assert row["figures"] == 1  # what the figure folder holds: the last good run's
+
+    (project / "data" / "flaky.txt").write_text("4")
+    assert run_batch(batch, progress=False)["status"].tolist() == ["ok"]
+    assert pd.read_csv(figures / "value.csv")["y"].tolist() == [4.0]
+    assert not (project / "runs" / "flaky" / "flaky.failed.ipynb").exists()
+
+
+KILL_BODY = """import time
+from pathlib import Path
+
+if Path("data/hang").exists():
+    time.sleep(120)
+"""
+
+
+def test_records_of_finished_notebooks_survive_kill_9(project: Path, monkeypatch) -> None:
+    _notebook(project / "nbs" / "hang.ipynb", "n = 1\n", KILL_BODY)
+    spec = {
+        "name": "killed",
+        "notebooks": [
+            {"name": "first", "path": "nbs/read.ipynb"},
+            {"name": "second", "path": "nbs/hang.ipynb"},
+        ],
+    }
+    if not (project / "nbs" / "read.ipynb").exists():
+        _notebook(project / "nbs" / "read.ipynb", READ_PARAMS, READ_BODY)
+        (project / "data" / "value.txt").write_text("1")
+    batch = _write_batch(project, spec)
+    (project / "data" / "hang").write_text("")
+    record = project / "runs" / "killed" / ".first.inputs.json"
+    # The library's digest is pinned in both runs: others editing the sources meanwhile
+    # would invalidate the record for reasons this test is not about.
+    code = (
+        "import sys\nfrom mrl_analysis.app import runner\n"
+        "runner._library_digest = lambda: 'pinned'\n"
+        "runner.run_batch(sys.argv[1], progress=False)\n"
+    )
+    monkeypatch.setattr(runner_module, "_library_digest", lambda: "pinned")
+    runner = subprocess.Popen([sys.executable, "-c", code, str(batch)])
+    try:
+        deadline = time.monotonic() + 120
+        while not record.exists() and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.2)
+        assert record.is_file(), "the first notebook's record was not written as it finished"
+        time.sleep(1)  # the second notebook is now running
+    finally:
+        runner.kill()  # SIGKILL: nothing of the runner's own clean-up runs
+        runner.wait()
+    assert json.loads(record.read_text())["row"]["status"] == "ok"
+    summary = pd.read_csv(project / "runs" / "killed" / "summary.csv")
+    assert summary["name"].tolist() == ["first"]
+
+    (project / "data" / "hang").unlink()
+    again = run_batch(batch, progress=False).set_index("name")
+    assert again.loc["first", "reused"] and not again.loc["second", "reused"]
+    assert again["status"].eq("ok").all()
+
+
+def test_executed_notebooks_keep_no_progress_bars(summary: pd.DataFrame, project: Path) -> None:
+    executed = nbformat.read(str(project / "runs" / "tiny" / "plot-a.ipynb"), as_version=4)
+    outputs = [o for c in executed.cells for o in c.get("outputs", [])]
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert "widgets" not in executed.metadata
+    text = "".join(o.get("text", "") for o in outputs)
+    assert re.search(r"rows · a: 3/3 it in \d\d:\d\d\n", text), text
+    assert "inner" not in text and "%|" not in text  # leave=False loops leave nothing
+
+
+def test_large_outputs_are_shrunk(tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = Image.effect_noise((1600, 1200), 80).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("show()")
+    big = base64.b64encode(buffer.getvalue()).decode()
+    assert len(big) > MAX_OUTPUT_BYTES
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", {"image/png": big, "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("display_data", {"text/plain": "small"}),
+    ]
+    nb.cells = [cell]
+    path = tmp_path / "big.ipynb"
+    nbformat.write(nb, str(path))
+    assert _clean_outputs(path) == 1
+    shrunk = nbformat.read(str(path), as_version=4).cells[0].outputs
+    assert len(shrunk[0]["data"]["image/png"]) <= MAX_OUTPUT_BYTES
+    width = Image.open(io.BytesIO(base64.b64decode(shrunk[0]["data"]["image/png"]))).width
+    assert width <= 1000 and "shown as a" in shrunk[0]["data"]["text/plain"]
+    assert shrunk[1]["data"] == {"text/plain": "small"}
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Chromium (kaleido)")
+def test_a_huge_plotly_output_becomes_a_png(tmp_path: Path) -> None:
+    import numpy as np
+    import plotly.graph_objects as go
+
+    z = np.random.default_rng(0).random((400, 400)).round(6)
+    fig = go.Figure(go.Heatmap(z=z))
+    data = {"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/plain": "fig"}
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("fig")
+    cell.outputs = [nbformat.v4.new_output("display_data", json.loads(json.dumps(data, cls=_Enc)))]
+    nb.cells = [cell]
+    path = tmp_path / "plotly.ipynb"
+    nbformat.write(nb, str(path))
+    assert path.stat().st_size > 1_000_000
+    assert _clean_outputs(path) == 1
+    assert path.stat().st_size < MAX_OUTPUT_BYTES * 1.4
+    out = nbformat.read(str(path), as_version=4).cells[0].outputs[0]["data"]
+    assert set(out) == {"image/png", "text/plain"} and "plotly figure" in out["text/plain"]
+
+
+class _Enc(json.JSONEncoder):
+    def default(self, o):
+        return o.tolist() if hasattr(o, "tolist") else super().default(o)
 
 
 def test_unknown_parameter_is_rejected_before_anything_runs(project: Path) -> None:
@@ -239,7 +434,8 @@ save_figure(go.Figure(go.Bar(x=table["x"], y=table["y"])), table, "value", forma
 """
 
 
-def test_unchanged_notebooks_are_reused_until_an_input_changes(project: Path) -> None:
+def test_unchanged_notebooks_are_reused_until_an_input_changes(project: Path, monkeypatch) -> None:
+    monkeypatch.setattr(runner_module, "_library_digest", lambda: "pinned")  # see above
     _notebook(project / "nbs" / "read.ipynb", READ_PARAMS, READ_BODY)
     (project / "data" / "value.txt").write_text("1")
     batch = _write_batch(
@@ -291,7 +487,7 @@ def test_readme_imagenet_batch_validates() -> None:
     block = re.search(r"```yaml\n(name: imagenet\n.*?)```", text, re.S)
     assert block, "README lost its ImageNet batch example"
     spec = {**yaml.safe_load(block.group(1)), "root": str(root)}
-    resolved = check_batch(load_batch(spec))
+    resolved = check_batch(load_batch(spec), check_paths=False)
     assert resolved["01_per_dimension_accuracy"]["eval_split"] == "val"
     assert resolved["01_per_dimension_accuracy"]["baseline_model"] == "FF-2048"
 
@@ -309,7 +505,7 @@ def test_a_batch_naming_a_study_gives_its_parameters_to_the_notebooks(project: P
     }
     batch = load_batch(_write_batch(project, spec))
     assert batch.study == "tiny-imagenet"
-    params = check_batch(batch)["study"]
+    params = check_batch(batch, check_paths=False)["study"]
     # The study's checkpoints live in its own project: absolute from this batch's root.
     repo = Path(__file__).resolve().parents[2]
     assert params == {
@@ -322,3 +518,34 @@ def test_a_batch_naming_a_study_gives_its_parameters_to_the_notebooks(project: P
         "cache_root": "my/cache",  # the batch's defaults win over the study's
         "eval_split": "train",  # and the entry's parameters over both
     }
+
+
+def test_saved_progress_bar_widgets_are_dropped(tmp_path: Path) -> None:
+    """Bars of code that bypasses core.progress: their stale "0%| 0/18" outputs and widget
+    state go; other widgets (the explorer) stay with theirs."""
+
+    def view(model: str, text: str) -> dict:
+        data = {"application/vnd.jupyter.widget-view+json": {"model_id": model}, "text/plain": text}
+        return nbformat.v4.new_output("display_data", data)
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [
+        view("bar", "5-NN:   0%|          | 0/18 [00:00<?, ?it/s]"),
+        view("ui", "VBox()"),
+    ]
+    nb.cells = [cell]
+    state = {
+        "bar": {"state": {"children": ["IPY_MODEL_text", "IPY_MODEL_shared"]}},
+        "text": {"state": {}},
+        "ui": {"state": {"children": ["IPY_MODEL_shared"]}},
+        "shared": {"state": {}},
+    }
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
+    path = tmp_path / "bars.ipynb"
+    nbformat.write(nb, str(path))
+    assert _clean_outputs(path) == 1
+    cleaned = nbformat.read(str(path), as_version=4)
+    assert [o["data"]["text/plain"] for o in cleaned.cells[0].outputs] == ["VBox()"]
+    kept = cleaned.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert set(kept) == {"ui", "shared"}

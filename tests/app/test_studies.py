@@ -59,7 +59,8 @@ def test_packaged_studies_resolve_against_the_project_not_the_cwd(tmp_path, monk
 
 def test_study_parameters_fill_only_what_is_none(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    p = study_parameters("demo")
+    monkeypatch.delenv("MRL_PROJECT_ROOT", raising=False)
+    p = study_parameters("demo", check=False)
     assert (p.study, p.dataset, p.eval_split, p.data_root) == (
         "demo",
         "fashion-mnist",
@@ -73,27 +74,69 @@ def test_study_parameters_fill_only_what_is_none(tmp_path, monkeypatch):
     )
     assert p.cache_root == str(ROOT / "data" / "cache")
     given = study_parameters(
-        "tiny-imagenet", models={"X": "x.pt"}, cache_root="c", data_root="d", eval_split="e"
+        "tiny-imagenet",
+        models={"X": "x.pt"},
+        cache_root="c",
+        data_root="/d",
+        eval_split="e",
+        check=False,
     )
+    # Given relative paths mean the project root too, not the kernel's working directory.
     assert (given.models, given.cache_root, given.data_root, given.eval_split) == (
-        {"X": "x.pt"},
-        "c",
-        "d",
+        {"X": str(ROOT / "x.pt")},
+        str(ROOT / "c"),
+        "/d",
         "e",
     )
     assert given.dataset == "tiny-imagenet"
-    assert study_parameters("tiny-imagenet").data_root == str(
+    assert study_parameters("tiny-imagenet", check=False).data_root == str(
         ROOT.parent / "shared" / "data" / "tiny-imagenet-200"
     )
 
 
 def test_use_study_fills_a_notebooks_none_parameters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MRL_PROJECT_ROOT", raising=False)
     namespace = {"study": "demo", "models": None, "split": None, "cache_root": "mine", "x": 1}
-    use_study(namespace)
-    assert namespace["split"] == "test" and namespace["cache_root"] == "mine"
+    use_study(namespace, check=False)
+    assert namespace["split"] == "test" and namespace["cache_root"] == str(ROOT / "mine")
     assert namespace["models"]["MRL"] == str(ROOT / "data/checkpoints/fashion-mnist/mrl.pt")
     assert "dataset" not in namespace and namespace["x"] == 1
+
+
+def test_a_missing_checkpoint_names_the_cwd_and_the_absolute_path(project, monkeypatch):
+    monkeypatch.chdir(project / "nbs")  # where JupyterLab starts a notebook's kernel
+    monkeypatch.delenv("MRL_PROJECT_ROOT", raising=False)
+    spec = project / "studies" / "mine.yaml"
+    with pytest.raises(FileNotFoundError) as info:
+        use_study({"study": str(spec), "models": None})
+    message = str(info.value)
+    assert f"Big: {project / 'ckpt' / 'full' / 'big.pt'}" in message
+    assert f"working directory {project / 'nbs'}" in message and "\n" not in message
+    (project / "ckpt" / "full").mkdir(parents=True)
+    (project / "ckpt" / "full" / "big.pt").write_bytes(b"")
+    namespace = {"study": str(spec), "models": None, "data_root": "nowhere"}
+    with pytest.raises(FileNotFoundError, match=f"data_root not found: {project / 'nowhere'}"):
+        use_study(namespace)
+    namespace["data_root"] = None
+    assert use_study(namespace).models == {"Big": str(project / "ckpt" / "full" / "big.pt")}
+
+
+def test_project_root_from_the_environment(project, tmp_path_factory, monkeypatch):
+    """A spec outside any project (e.g. a package installed into site-packages): its paths
+    mean $MRL_PROJECT_ROOT, wherever the kernel starts; a wrong value is named."""
+    elsewhere = tmp_path_factory.mktemp("loose")
+    spec = elsewhere / "loose.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    monkeypatch.setenv("MRL_PROJECT_ROOT", str(project))
+    assert load_study(spec).root == project
+    p = study_parameters(spec, cache_root="rel/cache", check=False)
+    assert p.models == {"Big": str(project / "ckpt" / "full" / "big.pt")}
+    assert p.cache_root == str(project / "rel" / "cache")
+    monkeypatch.setenv("MRL_PROJECT_ROOT", str(project / "missing"))
+    with pytest.raises(FileNotFoundError, match="MRL_PROJECT_ROOT=.*missing.* is not a folder"):
+        load_study(spec)
 
 
 def test_a_study_file_is_a_batch_of_its_own_project(project: Path, monkeypatch):
@@ -107,14 +150,14 @@ def test_a_study_file_is_a_batch_of_its_own_project(project: Path, monkeypatch):
 
     batch = load_batch(path)
     assert (batch.name, batch.root, batch.study) == ("mine", project, str(path))
-    assert check_batch(batch)["nb"] == {
+    assert check_batch(batch, check_paths=False)["nb"] == {
         "dataset": "fashion-mnist",
         "models": {"Big": "ckpt/full/big.pt"},
         "cache_root": "out/cache",
         "study": str(path),
         "knob": 3,  # the batch's own defaults win over the study's
     }
-    p = study_parameters(path)
+    p = study_parameters(path, check=False)
     assert p.models == {"Big": str(project / "ckpt" / "full" / "big.pt")}
 
 
@@ -138,6 +181,12 @@ def test_bad_specs_are_refused(project: Path):
         load_study(write(models=no_file))
     with pytest.raises(ValueError, match=r"missing keys \['eval_split'\]"):
         load_study(_without(project, "eval_split"))
+    path = project / "studies" / "broken.yaml"
+    path.write_text("name: x\nmodels:\n  train: [a, b\nbatch: {}\n")
+    with pytest.raises(ValueError) as info:
+        load_study(path)
+    assert str(info.value).startswith(f"{path}:4:6: invalid YAML: expected ',' or ']'")
+    assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="has no novel_class_models"):
         load_study(project / "studies" / "mine.yaml").train_configs(novel=True)
 

@@ -10,7 +10,7 @@ import torch
 from cache_fakes import make_bundle, make_model
 from PIL import Image
 
-from mrl_analysis.cache.build import embed_dataset
+from mrl_analysis.cache.build import ClassMismatchError, embed_dataset
 from mrl_analysis.cache.experiment import (
     build_caches,
     build_subset_caches,
@@ -18,7 +18,6 @@ from mrl_analysis.cache.experiment import (
     subset_cache_name,
     trained_classes,
 )
-from mrl_analysis.cache.store import ClassNamesMismatchWarning
 from mrl_analysis.models.checkpoints import save_checkpoint
 from mrl_analysis.models.network import build_model
 
@@ -56,10 +55,10 @@ def test_subset_caches_cover_every_class(tmp_path):
     assert cache.class_ids == ["a", "b", "c"]
     # Output 0 is class "c" (label 2), output 1 class "a" (label 0).
     assert cache.manifest["logit_classes"] == [2, 0]
-    # build_caches declares nothing, so it warns; its cache for the same name lives elsewhere.
-    with pytest.warns(ClassNamesMismatchWarning, match="bundle names 3 classes but the model"):
-        plain = build_caches({"M": ckpt}, "folder", ["test"], **common)["M"]["test"]
-    assert plain.path != cache.path and "logit_classes" not in plain.manifest
+    # build_caches declares no mapping: a model of 2 of the 3 classes is refused, by name.
+    with pytest.raises(ClassMismatchError, match=r"dataset's \['b'\] are not among"):
+        build_caches({"M": ckpt}, "folder", ["test"], **common)
+    assert not (tmp_path / "cache" / "M").exists(), "a refused model leaves no cache"
     stray = _checkpoint(tmp_path / "stray.pt", ["a", "z"])
     with pytest.raises(ValueError, match=r"\['z'\] are not among"):
         build_subset_caches({"S": stray}, "folder", ["test"], **common)

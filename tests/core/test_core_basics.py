@@ -129,6 +129,7 @@ def test_findings_verdicts():
     assert verdict(0.01, 0.03, 0.0) == HOLDS
     assert verdict(-0.03, -0.01, 0.0) == FAILS
     assert verdict(-0.01, 0.02, 0.0) == UNMEASURED
+    assert verdict(0.0, 0.0, 0.0) == FAILS  # never above the threshold
     assert verdict(0.2, 0.4, 0.5, "below") == HOLDS
     row = finding("a", "MRL beats FF", "MRL − FF", 0.02, -0.01, 0.05)
     assert row["verdict"] == UNMEASURED and "straddles" in row["reason"]

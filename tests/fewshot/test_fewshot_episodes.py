@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from mrl_analysis.core.checks import NonFiniteError
+from mrl_analysis.core.stats import mean_ci
 from mrl_analysis.fewshot.episodes import (
     COLUMNS,
+    episode_accuracies,
     episode_accuracy,
     fewshot_accuracy,
     sample_episodes,
@@ -172,17 +174,31 @@ def test_fewshot_table_shape_ci_and_determinism():
     # ways 6 and None (= all 6 classes) are the same grid point, evaluated once.
     assert len(table) == 2 * 2 * 3
     assert set(table["ways"]) == {2, 6}
-    assert table["accuracy"].between(0, 1).all() and (table["ci95"] >= 0).all()
+    assert table["accuracy"].between(0, 1).all()
+    assert (table["ci_low"] <= table["accuracy"]).all()
+    assert (table["accuracy"] <= table["ci_high"]).all()
     pd.testing.assert_frame_equal(table, fewshot_accuracy(x, labels, [2, 8, 16], **kw))
     full = table[(table["truncate_dim"] == 16) & (table["shots"] == 5)]
     assert (full["accuracy"] > 0.8).all(), "well separated blobs must be easy at full size"
 
-    # The CI is 1.96 standard errors of the per-episode accuracies of the same episodes.
+    # The interval bootstraps the per-episode accuracies of the same episodes (which
+    # episode_accuracies returns), resampled with the table's seed.
     ep = sample_episodes(labels, ways=2, shots=5, queries=5, n_episodes=40, seed=[3, 5, 2, 5])
-    acc = episode_accuracy(x, ep, [8], progress=False)[0]
-    row = table[(table["truncate_dim"] == 8) & (table["shots"] == 5) & (table["ways"] == 2)]
-    assert row["accuracy"].item() == pytest.approx(acc.mean())
-    assert row["ci95"].item() == pytest.approx(1.96 * acc.std(ddof=1) / np.sqrt(40))
+    acc = episode_accuracy(x, ep, [2, 8, 16], progress=False)
+    np.testing.assert_array_equal(
+        acc,
+        episode_accuracies(
+            x, labels, [2, 8, 16], shots=5, ways=2, queries=5, n_episodes=40, seed=3
+        ),
+    )
+    rows = table[(table["shots"] == 5) & (table["ways"] == 2)].sort_values("truncate_dim")
+    expected = mean_ci(acc, seed=3)
+    np.testing.assert_allclose(rows["accuracy"], acc.mean(axis=1))
+    np.testing.assert_allclose(rows["ci_low"], expected["ci_low"])
+    np.testing.assert_allclose(rows["ci_high"], expected["ci_high"])
+    # A wide enough interval: roughly +-2 standard errors of the mean over 40 episodes.
+    se = acc[0].std(ddof=1) / np.sqrt(40)
+    assert rows["ci_high"].iat[0] - rows["ci_low"].iat[0] == pytest.approx(3.9 * se, rel=0.3)
 
 
 def test_novel_class_setting_uses_only_given_classes():

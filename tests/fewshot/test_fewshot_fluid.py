@@ -251,3 +251,49 @@ def test_evaluate_fluid_runs_every_size_in_order():
     want = fluid_accuracy(preds, stream, [2, 16], head_threshold=0.1, model="MRL")
     pd.testing.assert_frame_equal(table, want)
     assert curve["accuracy"].dropna().between(0, 1).all()
+
+
+def test_category_intervals_bootstrap_the_stream_samples():
+    rng = np.random.default_rng(5)
+    n, n_classes = 600, 6
+    labels = rng.choice(n_classes, n, p=[0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
+    stream = FluidStream(np.arange(n), labels, [0, 1, 2], [3, 4, 5])
+    # Two sizes; the larger one right more often, class 5 always wrong.
+    preds = np.stack([labels, labels])
+    preds[0, rng.random(n) < 0.4] = -1
+    preds[1, rng.random(n) < 0.2] = -1
+    preds[:, labels == 5] = -1
+    acc = fluid_accuracy(preds, stream, [4, 8], head_threshold=50, n_boot=2000, seed=1)
+    measured = acc.dropna(subset=["accuracy"])  # pretrain-tail has no class here
+    assert set(acc["category"]) - set(measured["category"]) == {"pretrain-tail"}
+    assert (measured["ci_low"] <= measured["accuracy"]).all()
+    assert (measured["accuracy"] <= measured["ci_high"]).all()
+
+    # A literal bootstrap: resample the stream's samples, recompute every category.
+    table = stream.class_table(50)
+    draws = rng.integers(0, n, size=(2000, n))
+    right = preds[:, draws] == labels[draws]  # [G, B, n]
+    onehot = labels[draws][..., None] == np.arange(n_classes)  # [B, n, C]
+    hits = np.einsum("gbn,bnc->gbc", right.astype(float), onehot.astype(float))
+    seen = onehot.sum(axis=1)  # [B, C]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = hits / seen
+    for category in ("pretrain-head", "novel-tail", "mean-per-class", "overall"):
+        if category == "overall":
+            reps = right.mean(axis=2)
+        else:
+            mask = (
+                (table["count"] > 0)
+                if category == "mean-per-class"
+                else table["category"] == category
+            ).to_numpy()
+            reps = np.nanmean(per_class[..., mask], axis=2)
+        low, high = np.percentile(reps, [2.5, 97.5], axis=1)
+        got = acc[acc["category"] == category].sort_values("truncate_dim")
+        np.testing.assert_allclose(got["ci_low"], low, atol=0.015)
+        np.testing.assert_allclose(got["ci_high"], high, atol=0.015)
+    # Class 5 is never right: with a head threshold above class 4's count it is the only
+    # novel-tail class, 0 in every resample that has it.
+    alone = fluid_accuracy(preds, stream, [4, 8], head_threshold=30, n_boot=200)
+    tail = alone[alone["category"] == "novel-tail"]
+    assert (tail["n_classes"] == 1).all() and (tail[["ci_low", "ci_high"]] == 0).all(axis=None)

@@ -18,10 +18,11 @@ from mrl_analysis.fewshot.stream import FluidStream
 
 
 def _fewshot(cells: dict[tuple[str, int, int, int], tuple[float, float]]) -> pd.DataFrame:
-    """A few-shot table from ``{(model, shots, ways, size): (accuracy, ci95)}``."""
+    """A few-shot table from ``{(model, shots, ways, size): (accuracy, half-width)}``."""
     return pd.DataFrame(
         [
-            {"model": model, "truncate_dim": m, "shots": n, "ways": k, "accuracy": a, "ci95": c}
+            {"model": model, "truncate_dim": m, "shots": n, "ways": k, "accuracy": a}
+            | {"ci_low": a - c, "ci_high": a + c}
             for (model, n, k, m), (a, c) in cells.items()
         ]
     )
@@ -50,14 +51,17 @@ def test_own_class_headlines():
     assert len(acc) == 4 and set(acc["ways"]) == {5}
     assert _row(acc, shots=1, truncate_dim=2)["value"] == pytest.approx(0.40)
     assert _row(acc, shots=5, truncate_dim=64)["value"] == pytest.approx(0.90)
-    assert _row(acc, shots=1, truncate_dim=64)["text"] == "MRL, 1-shot 5-way at m = 64: 70.0 ± 1.0%"
+    assert (
+        _row(acc, shots=1, truncate_dim=64)["text"]
+        == "MRL, 1-shot 5-way at m = 64: 70.0% [69.0, 71.0]"
+    )
     vs = got[got.headline == "vs_ff"].set_index("baseline")
     assert vs.loc["FF-2", "value"] == pytest.approx(0.05)
     assert vs.loc["FF-64", "value"] == pytest.approx(-0.05)
     assert vs.loc["FF-64", "baseline_accuracy"] == pytest.approx(0.75)
     assert vs.loc["FF-2", "truncate_dim"] == 2 and vs.loc["FF-2", "shots"] == 1
     assert vs.loc["FF-64", "text"] == (
-        "1-shot 5-way at m = 64: MRL 70.0 ± 1.0% vs FF-64 75.0 ± 2.0% (-5.0 points)"
+        "1-shot 5-way at m = 64: MRL 70.0% [69.0, 71.0] vs FF-64 75.0% [73.0, 77.0] (-5.0 points)"
     )
     assert own_class_headlines(_fewshot(cells), {"FF-2": "ff"}).empty
 
@@ -79,8 +83,8 @@ def test_novel_class_headlines():
     assert (one["accuracy"], one["baseline_accuracy"]) == pytest.approx((0.71, 0.73))
     assert one["value"] == pytest.approx(-0.02)
     assert one["text"] == (
-        "1-shot 2-way on novel classes at m = 64: MRL (6 classes) 71.0 ± 2.0% vs "
-        "MRL (all 10 classes) 73.0 ± 2.0% (-2.0 points)"
+        "1-shot 2-way on novel classes at m = 64: MRL (6 classes) 71.0% [69.0, 73.0] vs "
+        "MRL (all 10 classes) 73.0% [71.0, 75.0] (-2.0 points)"
     )
     gaps = got[got.headline == "gap_per_size"].set_index("truncate_dim")["value"]
     assert gaps.to_dict() == pytest.approx({4: -0.10, 64: -0.02})

@@ -82,7 +82,14 @@ def test_fewshot_figure(fewshot, tmp_path):
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [2, 4, 8]
     assert fig.layout.yaxis.tickformat.endswith("%")
     assert fig.layout.template.layout.font.size == 13  # the workbench template
-    assert (fig.layout.width, fig.layout.height) == (1000, 600)
+    # Responsive: no fixed width, so the figure fits the notebook or page it is shown in.
+    assert fig.layout.width is None and fig.layout.height == 600
+    band = next(t for t in fig.data if t.fill == "toself" and t.legendgroup is None)
+    line = next(t for t in fig.data if t.name == "MRL, 1-shot")
+    rows = fewshot[(fewshot.model == "MRL") & (fewshot.shots == 1) & (fewshot.ways == 3)]
+    rows = rows.sort_values("truncate_dim")
+    np.testing.assert_allclose(band.y, [*rows["ci_high"], *rows["ci_low"][::-1]])
+    np.testing.assert_allclose(line.y, rows["accuracy"])
     assert {t.name for t in fig.data if t.showlegend} >= {"MRL, 1-shot", "FF, 3-shot"}
     band = fig.data[0]
     assert max(band.y) <= 1.5, "accuracies are fractions"
@@ -113,6 +120,12 @@ def test_fluid_figures(fluid, tmp_path):
     bars = fluid_bars_figure(table)
     assert len(bars.data) == 2 * len(CATEGORIES)
     assert bars.layout.yaxis.tickformat.endswith("%")
+    # Error bars: the bootstrap interval over the stream's samples.
+    first = bars.data[0]
+    rows = table[(table.model == "MRL") & (table.category == CATEGORIES[0])]
+    rows = rows.sort_values("truncate_dim")
+    np.testing.assert_allclose(first.error_y.array, rows["ci_high"] - rows["accuracy"])
+    np.testing.assert_allclose(first.error_y.arrayminus, rows["accuracy"] - rows["ci_low"])
     lines = learning_curves_figure(curves)
     assert len(lines.data) == 3 * 3  # groups x (MRL at 2 sizes + FF at one)
     assert lines.layout.yaxis.title.text == "Cumulative accuracy"

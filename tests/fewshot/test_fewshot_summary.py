@@ -20,7 +20,7 @@ def _paper_like() -> pd.DataFrame:
     """Accuracies shaped like the paper's Table 15 (fractions), plus single-size FF models."""
     acc = {1: [0.354, 0.405, 0.414, 0.413, 0.412], 9: [0.517, 0.594, 0.604, 0.609, 0.613]}
     rows = [
-        {"model": "MRL", "truncate_dim": m, "shots": n, "ways": 1000, "accuracy": a, "ci95": 0.001}
+        {"model": "MRL", "truncate_dim": m, "shots": n, "ways": 1000, "accuracy": a}
         for n, values in acc.items()
         for m, a in zip(SIZES, values, strict=True)
     ]
@@ -74,7 +74,8 @@ def test_saturation_table_drops_single_size_lines_and_checks_input():
 
 def test_accuracy_ci_table_renders_percent_in_model_order():
     rows = [
-        {"model": model, "truncate_dim": m, "shots": n, "ways": k, "accuracy": a, "ci95": 0.0125}
+        {"model": model, "truncate_dim": m, "shots": n, "ways": k, "accuracy": a}
+        | {"ci_low": a - 0.0125, "ci_high": a + 0.025}
         for model, a in (("MRL", 0.5), ("FF-8", 0.25))
         for k in (5, 10)
         for n in (1, 5)
@@ -84,8 +85,8 @@ def test_accuracy_ci_table_renders_percent_in_model_order():
     assert list(grid.columns) == [1, 5]
     assert grid.index.names == ["ways", "model", "truncate_dim"]
     assert list(grid.loc[5].index.get_level_values("model").unique()) == ["MRL", "FF-8"]
-    assert grid.loc[(10, "FF-8", 8), 5] == "25.0 ± 1.2"
-    assert grid.loc[(5, "MRL", 2), 1] == "50.0 ± 1.2"
+    assert grid.loc[(10, "FF-8", 8), 5] == "25.0 [23.8, 27.5]"
+    assert grid.loc[(5, "MRL", 2), 1] == "50.0 [48.8, 52.5]"
 
 
 def test_class_split_and_category_counts():

@@ -201,3 +201,24 @@ def test_mrl_e_cache_at_any_size(tmp_path):
         np.flatnonzero(right3 & ~right100)
     )
     assert (table["small_dim"] == 3).all()
+
+
+def test_disagreement_shares_carry_bootstrap_intervals():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 4, 400)
+    logits = rng.normal(size=(3, 400, 4)).astype(np.float32)
+    logits[2, np.arange(400), labels] += 1.0
+    smap = resolve_superclasses(CLASS_IDS, stored=HIERARCHY)
+    pairs = pairwise_disagreement(logits, labels, NESTING)
+    for share in ("fixed_share", "broken_share"):
+        assert (pairs[f"{share}_ci_low"] < pairs[share]).all()
+        assert (pairs[share] < pairs[f"{share}_ci_high"]).all()
+    np.testing.assert_allclose(pairs["fixed_share"], pairs["n_fixed"] / 400)
+    cases = find_disagreements(logits, labels, NESTING, smap=smap)
+    summary = disagreement_summary(cases)
+    assert (summary["share_ci_low"] <= summary["share"]).all()
+    assert (summary["share"] <= summary["share_ci_high"]).all()
+    # The interval of a share is over the cases of its direction only.
+    fixed = summary[summary["direction"] == "fixed"]
+    assert fixed["share"].sum() == pytest.approx(1.0)
+    assert fixed["n"].sum() == (cases["direction"] == "fixed").sum()

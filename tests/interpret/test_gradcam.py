@@ -186,6 +186,11 @@ def test_box_metrics_on_hand_made_maps():
     summary = cam_metric_summary(table, ["energy_in_box", "pointing_hit"], model="MRL")
     row = summary[(summary["truncate_dim"] == 1) & (summary["metric"] == "pointing_hit")]
     assert row["mean"].item() == 1.0 and row["n"].item() == 2 and row["model"].item() == "MRL"
+    # A bootstrap interval over the two images: between the two images' values.
+    energy = summary[(summary["truncate_dim"] == 1) & (summary["metric"] == "energy_in_box")]
+    assert 8 / 64 <= energy["ci_low"].item() <= energy["mean"].item()
+    assert energy["mean"].item() <= energy["ci_high"].item() <= 2 / 3 + 1e-6
+    assert row["ci_low"].item() == row["ci_high"].item() == 1.0
 
 
 def test_rank_similarity_to_the_largest_size():
@@ -194,6 +199,10 @@ def test_rank_similarity_to_the_largest_size():
     table = cam_rank_similarity(cams, [1, 2, 4, 8])
     np.testing.assert_allclose(table["spearman"].to_numpy(), [1.0, -1.0, np.nan, 1.0])
     assert (table["reference_dim"] == 8).all()
+    # An undefined correlation does not count: no value, no interval at that size.
+    summary = cam_metric_summary(table, ["spearman"]).set_index("truncate_dim")
+    assert summary.loc[4, "n"] == 0 and np.isnan(summary.loc[4, ["ci_low", "ci_high"]]).all()
+    assert summary.loc[2, "ci_low"] == summary.loc[2, "ci_high"] == -1.0
     with pytest.raises(ValueError, match="reference size"):
         cam_rank_similarity(cams, [1, 2, 4, 8], reference=16)
 
@@ -210,6 +219,12 @@ def test_grid_figure_marks_right_and_wrong():
         assert annotation.font.color == ("#1a7f37" if correct else "#cf222e")
     rgb = overlay_cam(images[0], result.cams[0, 0])
     assert rgb.shape == (28, 28, 3) and rgb.dtype == np.uint8
+    # Responsive: no fixed width to be clipped in JupyterLab; 140 px panels plus titles.
+    assert fig.layout.width is None and fig.layout.autosize
+    assert fig.layout.height == (140 + 22) * 2 + 90
+    # Ten sizes: the panels shrink to what a page width holds, and the height with them.
+    ten = cam_grid_figure(images, size_cams(model, images, [1] * 10), row_labels=["a", "b"])
+    assert ten.layout.height == round((78 + 22) * 2 + 90)
 
 
 def test_dataset_cams_equal_size_cams_on_the_stacked_images():
@@ -273,10 +288,19 @@ def test_cam_summary_figure_shows_shares_as_percent():
             "mean": [0.4, 1.0, 0.5, 0.75],
             "sem": [0.1, 0.0, 0.1, 0.1],
             "n": 4,
+            "ci_low": [0.2, 1.0, 0.3, 0.5],
+            "ci_high": [0.5, 1.0, 0.7, 1.0],
         }
     )
     fig = cam_summary_figure(summary, "t")
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [1, 512]
+    # The bootstrap interval over the images, as asymmetric error bars.
+    np.testing.assert_allclose(fig.data[0].error_y.array, [0.1, 0.0])
+    np.testing.assert_allclose(fig.data[0].error_y.arrayminus, [0.2, 0.0])
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["Spearman correlation with the largest size", "Peak inside the box"]
+    with pytest.raises(ValueError, match="ci_high"):
+        cam_summary_figure(summary.drop(columns=["ci_low", "ci_high"]))
     assert fig.layout.yaxis.tickformat is None  # a correlation, not a share
     assert fig.layout.yaxis2.tickformat == ".0%"
     assert fig.layout.template.layout.font.size == 13  # the workbench template

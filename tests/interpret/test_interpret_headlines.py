@@ -45,8 +45,10 @@ def test_disagreement_headlines_count_and_split_by_superclass():
     assert _value(h, "within_superclass_share", "broken") == 1.0
     text = h.set_index(["headline", "subject"])["text"]
     assert text[("n_cases", "fixed")] == "3 samples are wrong at 2 dims and right at 8 (fixed)"
+    # With a bootstrap interval over the three fixed cases (0 to 3 of them inside).
     assert text[("within_superclass_share", "fixed")] == (
-        "33% of the fixed cases' errors at 2 dims stay inside the true superclass"
+        "33% of the fixed cases' errors at 2 dims stay inside the true superclass "
+        "(95% interval 0%–100%)"
     )
     unlabelled = disagreement_headlines(_cases(None), n_samples=5)
     assert np.isnan(_value(unlabelled, "within_superclass_share", "fixed"))

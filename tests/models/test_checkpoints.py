@@ -10,7 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from mrl_analysis.models.checkpoints import load_checkpoint, load_model, save_checkpoint
+from mrl_analysis.models.checkpoints import (
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    weights_sha256,
+)
 from mrl_analysis.models.network import build_model
 from mrl_analysis.models.official import BlurPoolConv2d, apply_blurpool
 
@@ -66,7 +71,16 @@ def test_pt_file_holds_documented_format_and_train_state(tmp_path):
     )
 
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"format", "config", "state_dict", "class_names", "meta", "train_state"}
+    assert set(raw) == {
+        "format",
+        "config",
+        "state_dict",
+        "class_names",
+        "meta",
+        "train_state",
+        "weights_sha256",
+    }
+    assert raw["weights_sha256"] == weights_sha256(model.state_dict())
     assert raw["format"] == "mrl-analysis/1"
     assert raw["config"]["nesting"] == [4, 16, 512]
     assert raw["class_names"] == list("abcdefghij")
@@ -85,7 +99,15 @@ def test_safetensors_header_and_no_train_state(tmp_path):
     assert header["format"] == "mrl-analysis/1"
     assert json.loads(header["config"])["kind"] == "mrl-e"
     assert json.loads(header["class_names"]) == model.class_names
-    assert set(load_checkpoint(path)) == {"format", "config", "state_dict", "class_names", "meta"}
+    assert header["weights_sha256"] == weights_sha256(model.state_dict())
+    assert set(load_checkpoint(path)) == {
+        "format",
+        "config",
+        "state_dict",
+        "class_names",
+        "meta",
+        "weights_sha256",
+    }
 
     with pytest.raises(ValueError, match="train_state"):
         save_checkpoint(tmp_path / "t.safetensors", model, train_state={"epoch": 1})
@@ -181,7 +203,7 @@ def test_bad_paths_and_files(tmp_path):
         load_model(tmp_path / "nope.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="junk.pt: it is a text file starting 'not a checkpoint'"):
         load_checkpoint(junk)
     with pytest.raises(ValueError, match="unknown head kind"):
         load_model(junk, kind="matryoshka")

@@ -12,7 +12,7 @@ from retrieval_helpers import normalize, numpy_ranking
 
 from mrl_analysis.core.checks import NonFiniteError
 from mrl_analysis.retrieval.index import IndexSpec, Retriever, build_index
-from mrl_analysis.retrieval.plan import Funnel
+from mrl_analysis.retrieval.plan import Funnel, PeerSpec, Pipeline
 from mrl_analysis.retrieval.synthetic import synthetic_nested
 
 
@@ -100,7 +100,7 @@ def test_hnsw_recall_against_exact_is_above_095():
 
 def test_index_spec_reaches_the_index_builder():
     vectors = normalize(np.random.default_rng(0).standard_normal((300, 8))).astype(np.float32)
-    index = build_index(vectors, IndexSpec("hnsw", hnsw_m=12, ef_construction=30))
+    index = build_index(vectors, IndexSpec("hnsw", hnsw_m=12, ef_construction=30)).index
     assert isinstance(index, faiss.IndexHNSWFlat) and index.ntotal == 300 and index.d == 8
     assert index.hnsw.efConstruction == 30
     assert index.hnsw.nb_neighbors(1) == 12  # M links per node above level 0
@@ -109,8 +109,18 @@ def test_index_spec_reaches_the_index_builder():
 
 
 def test_index_spec_validates_and_threads_are_restored(data):
-    with pytest.raises(ValueError, match="unknown index kind 'ivf'"):
-        IndexSpec("ivf")
+    with pytest.raises(ValueError, match="unknown index kind 'ivx'"):
+        IndexSpec("ivx")
+    with pytest.raises(ValueError, match="unknown codec 'int4'"):
+        IndexSpec(codec="int4")
+    with pytest.raises(ValueError, match="coarse_dim"):
+        IndexSpec("hnsw", coarse_dim=8)
+    with pytest.raises(ValueError, match="binary codec"):
+        IndexSpec("ivf", "binary")
+    with pytest.raises(ValueError, match="Dc=16 must be <= Ds=8"):
+        IndexSpec("ivf", coarse_dim=16).coarse_size(8)
+    with pytest.raises(TypeError, match="nprobe must be an integer"):
+        IndexSpec("ivf", nprobe=4.0)
     with pytest.raises(ValueError, match="hnsw_m must lie in 1.."):
         IndexSpec("hnsw", hnsw_m=0)
     with pytest.raises(TypeError, match="ef_search must be an integer"):
@@ -162,10 +172,20 @@ def test_retriever_rejects_bad_input(data):
         Retriever(database[0])
     with pytest.raises(ValueError, match="non-empty"):
         Retriever(database[:0])
-    with pytest.raises(NonFiniteError, match="NaN"):
-        bad = database.copy()
-        bad[3, 2] = np.nan
-        Retriever(bad).search(queries, 8, 5)
+    bad = database.copy()
+    bad[3, 30] = np.nan  # beyond every size but the full one: still refused up front
+    with pytest.raises(NonFiniteError, match="database holds 1 non-finite"):
+        Retriever(bad)
+    bad_queries = queries.copy()
+    bad_queries[0, 0] = np.inf
+    for call in (
+        lambda r: r.search(bad_queries, 8, 5),
+        lambda r: r.rerank(bad_queries, r.search(queries, 8, 5), 16),
+        lambda r: r.pipeline(bad_queries, Pipeline(8, 16, 20, IndexSpec("ivf", nprobe=2))),
+        lambda r: r.peer(bad_queries, PeerSpec("HNSW16,Flat"), 5),
+    ):
+        with pytest.raises(NonFiniteError, match="queries holds 1 non-finite"):
+            call(Retriever(database))
     with pytest.raises(ValueError, match="non-increasing"):
         Funnel(8, (16, 32), (100, 200))
     with pytest.raises(ValueError, match="one shortlist length"):

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from retrieval_helpers import numpy_ranking, value
 
-from mrl_analysis.retrieval.metrics import metric_label, retrieval_metrics, retrieval_mflops
+from mrl_analysis.core.stats import mean_ci
+from mrl_analysis.retrieval.metrics import (
+    metric_label,
+    query_metrics,
+    retrieval_metrics,
+    retrieval_mflops,
+)
 from mrl_analysis.retrieval.synthetic import synthetic_nested
 
 
@@ -36,7 +42,46 @@ def test_metrics_hand_computed_example():
     assert value(table, "recall", 2) == pytest.approx((1 / 3 + 0) / 2)
     assert value(table, "hit_rate", 5) == pytest.approx(2 / 3)
     assert value(table, "hit_rate", 2) == pytest.approx(1 / 3)
-    assert list(table.columns) == ["metric", "k", "value"]
+    assert list(table.columns) == ["metric", "k", "value", "ci_low", "ci_high"]
+
+
+def test_nn_recall_counts_the_exact_neighbours_found():
+    database_labels = np.array([0, 0, 0, 1, 1, 2])
+    neighbors = np.array([[0, 3, 1, 4, 2], [5, 4, 3, -1, -1]])
+    exact = np.array([[1, 0, 2, 3, 4], [5, 4, 3, 2, 1]])
+    keys, values = query_metrics(neighbors, [0, 1], database_labels, [2, 5], exact=exact)
+    per_query = dict(zip(keys, values, strict=True))
+    # Query 0: {0, 3} vs {1, 0} -> 1 of 2; all 5 found at k=5. Query 1: missing (-1) ids miss.
+    np.testing.assert_allclose(per_query[("nn_recall", 2)], [0.5, 1.0])
+    np.testing.assert_allclose(per_query[("nn_recall", 5)], [1.0, 0.6])
+    assert ("nn_recall", 5) not in query_metrics(neighbors, [0, 1], database_labels, [5])[0]
+    # Recall is NaN for a query whose class has no database item; its mean skips it.
+    keys, values = query_metrics(neighbors, [0, 7], database_labels, [5])
+    assert np.isnan(values[keys.index(("recall", 5)), 1])
+
+
+def test_intervals_are_the_core_bootstrap_over_queries():
+    rng = np.random.default_rng(0)
+    database_labels = rng.integers(0, 5, 300)
+    neighbors = rng.integers(0, 300, (80, 10))
+    query_labels = rng.integers(0, 5, 80)
+    table = retrieval_metrics(neighbors, query_labels, database_labels, [10], n_boot=500, seed=3)
+    keys, values = query_metrics(neighbors, query_labels, database_labels, [10])
+    ci = mean_ci(values, 500, seed=3)
+    np.testing.assert_allclose(table["ci_low"], ci["ci_low"])
+    np.testing.assert_allclose(table["ci_high"], ci["ci_high"])
+    assert (table["ci_low"] < table["value"]).all() and (table["value"] < table["ci_high"]).all()
+    plain = retrieval_metrics(neighbors, query_labels, database_labels, [10], n_boot=None)
+    assert plain["ci_low"].isna().all()
+    np.testing.assert_allclose(plain["value"], table["value"])
+    # Queries of a class absent from the database leave recall's interval, not the others'.
+    odd = query_labels.copy()
+    odd[:5] = 9
+    table = retrieval_metrics(neighbors, odd, database_labels, [10], n_boot=500, seed=3)
+    keys, values = query_metrics(neighbors, odd, database_labels, [10])
+    recall = table[table["metric"] == "recall"].iloc[0]
+    expected = mean_ci(values[[keys.index(("recall", 10))], 5:], 500, seed=3).iloc[0]
+    assert (recall["ci_low"], recall["ci_high"]) == (expected["ci_low"], expected["ci_high"])
 
 
 def _reference_metrics(neighbors, query_labels, database_labels, k):
@@ -107,3 +152,11 @@ def test_metric_labels():
         "P@10",
         "hit rate@10",
     ]
+    assert metric_label("nn_recall", 10) == "NN recall@10"
+
+
+def test_sizes_are_integers_not_coerced():
+    with pytest.raises(TypeError, match="shortlist_dim must be an integer"):
+        retrieval_mflops(1000, 16.5)
+    with pytest.raises(TypeError, match="rerank_dims entry must be an integer"):
+        retrieval_mflops(1000, 16, [2048.0], [200])

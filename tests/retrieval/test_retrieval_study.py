@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 from mrl_analysis.cache.build import embed_dataset
 from mrl_analysis.models.network import build_model
 from mrl_analysis.retrieval.index import Retriever
-from mrl_analysis.retrieval.plan import RetrievalPlan
+from mrl_analysis.retrieval.plan import IndexSpec, PeerSpec, Pipeline, RetrievalPlan
 from mrl_analysis.retrieval.study import evaluate_models, query_subset
 from mrl_analysis.retrieval.tables import TABLE_COLUMNS, single_shot_table
 
@@ -135,3 +135,25 @@ def test_evaluate_models_rejects_bad_input(model_caches):
         evaluate_models(databases, queries, min_dim=1000, progress=False)
     with pytest.raises(ValueError, match="no models"):
         evaluate_models({}, {}, progress=False)
+
+
+def test_evaluate_models_runs_the_frontier_for_adaptive_models_only(model_caches):
+    databases, queries = model_caches
+    plan = RetrievalPlan(
+        ks=[5, 10],
+        ablation_sizes=[20],
+        funnel_shortlists=[60],
+        frontier=True,
+        pipelines=[Pipeline(8, None, 40, IndexSpec("ivf", nlist=4, nprobe=2, coarse_dim=4))],
+        peers=[PeerSpec("HNSW8,Flat", "efSearch=16")],
+        n_boot=100,
+    )
+    study = evaluate_models(databases, queries, n_queries=30, min_dim=4, plan=plan, progress=False)
+    table = study.table
+    mrl, ff = table[table["model"] == "MRL"], table[table["model"] == "FF-8"]
+    assert {"exact", "pipeline", "peer"} <= set(mrl["method"])
+    assert set(ff["method"]) == {"single-shot"}
+    pipeline = mrl[(mrl["method"] == "pipeline") & (mrl["metric"] == "nn_recall")]
+    assert set(pipeline["config"]) == {"IVF4 Dc=4 nprobe=2"} and set(pipeline["k"]) == {5, 10}
+    assert table["ci_low"].notna().all() and (table["bytes_per_vector"] > 0).all()
+    assert "faiss" in set(study.indexes["structure"])

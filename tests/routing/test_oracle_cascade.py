@@ -232,9 +232,14 @@ def test_single_size_points_read_linear_accuracy_tables():
             "truncate_dim": np.repeat(nesting, 2),
             "metric": ["top1", "top5"] * 4,
             "value": np.ravel([[a, 1.0] for a in ours["accuracy"]]),  # fractions, as tables
+            "ci_low": np.ravel([[a, 1.0] for a in ours["accuracy_ci_low"]]),
+            "ci_high": np.ravel([[a, 1.0] for a in ours["accuracy_ci_high"]]),
         }
     )
     pd.testing.assert_frame_equal(single_size_points(long), ours)
+    # The bootstrap interval of each size's accuracy travels with its point.
+    assert (ours["accuracy_ci_low"] < ours["accuracy"]).all()
+    assert (ours["accuracy"] < ours["accuracy_ci_high"]).all()
 
 
 def test_size_reduction_matches_hand_count():
@@ -321,3 +326,25 @@ def test_router_extremes_and_curve():
     assert fig.layout.yaxis.range[0] == pytest.approx(points["accuracy"].min() - 0.01)
     with pytest.raises(ValueError, match="input_sizes"):
         router_study(p, labels, nesting, input_sizes=[3])
+
+
+def test_plane_draws_intervals_and_never_clips_the_oracle_star():
+    p, labels = _random_probabilities(n=300)
+    nesting = [1, 2, 4, 8]
+    study = cascade_study(p, labels, nesting, settings=SplitSettings(n_splits=6))
+    summary = study.summary()
+    assert {"accuracy_ci_low", "accuracy_ci_high"} <= set(summary.columns)
+    # The interval over splits holds the middle 95% of the splits' accuracies.
+    per_split = study.results[study.results.max_size == 8]["accuracy"]
+    top = summary[summary.max_size == 8].iloc[0]
+    assert per_split.min() <= top.accuracy_ci_low <= top.accuracy_mean <= top.accuracy_ci_high
+    assert top.accuracy_ci_high <= per_split.max()
+    points = pd.concat([study.points(), oracle_points(oracle_summary(p, labels, nesting))])
+    fig = cascade_figure(points, curve="MRL-AC", zoom=["MRL-AC"])
+    cascade, star = fig.data
+    np.testing.assert_allclose(
+        cascade.error_y.array, summary["accuracy_ci_high"] - summary["accuracy_mean"]
+    )
+    assert star.marker.symbol == "star" and star.cliponaxis is False
+    assert star.error_y.arrayminus[0] > 0  # the oracle's bootstrap interval
+    assert fig.layout.yaxis.range[1] > star.y[0] + star.error_y.array[0]

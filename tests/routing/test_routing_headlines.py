@@ -71,6 +71,13 @@ def test_oracle_headlines_match_hand_count():
     # Reversed rows: first correct at 4 for samples 1, 3, at 8 for 0, 2, at 16 for 4.
     assert _value(h, "smallest_correct_size", "flip") == pytest.approx(40 / 5)
     assert "16.67 points above" in _text(h, "oracle_gap", "test")
+    # The oracle summary carries bootstrap intervals over the samples; the sentences say them.
+    row = oracle.iloc[0]
+    assert _text(h, "oracle_accuracy", "test").endswith(
+        f"(95% interval {100 * row.oracle_accuracy_ci_low:.2f}–"
+        f"{100 * row.oracle_accuracy_ci_high:.2f}%)"
+    )
+    assert "points above the best single size (95% interval " in _text(h, "oracle_gap", "test")
     assert "d = 4, gets 66.67%" in _text(h, "best_accuracy", "test")
     with pytest.raises(ValueError, match="no first-correct rows for model .MRL-E."):
         oracle_headlines(oracle, shares[shares.model == "MRL"], "MRL-E")

@@ -346,7 +346,11 @@ def test_zoom_tradeoff_ranges_follow_the_focus():
         }
     )
     fig = zoom_tradeoff(tradeoff_figure(points), points, ["a"], margin=0.05)
-    assert fig.layout.yaxis.range == pytest.approx((0.75, 0.95))
+    # Twice the margin above the best point: room for its marker (the oracle star).
+    assert fig.layout.yaxis.range == pytest.approx((0.75, 1.0))
+    with_interval = points.assign(accuracy_ci_low=points.accuracy, accuracy_ci_high=0.93)
+    zoomed = zoom_tradeoff(tradeoff_figure(with_interval), with_interval, ["a"], margin=0.05)
+    assert zoomed.layout.yaxis.range == pytest.approx((0.75, 1.03))
     # b's point at size 1 lies below the y range, so only sizes 2..100 set the x range.
     assert fig.layout.xaxis.range == pytest.approx(np.log10([2 / 1.3, 130]))
     with pytest.raises(ValueError, match="no points for methods"):

@@ -23,6 +23,7 @@ from mrl_analysis.superclass.per_class import (
     relative_accuracy_outliers,
     trend_counts,
 )
+from mrl_analysis.superclass.plots import superclass_accuracy_figure
 
 CLASS_IDS = ["cat", "dog", "car", "bus", "apple"]
 HIERARCHY = {"cat": "animal", "dog": "animal", "car": "vehicle", "bus": "vehicle"}
@@ -276,3 +277,32 @@ def test_at_sizes_renames_a_model_at_chosen_sizes():
     assert len(part) == 2 * 6
     with pytest.raises(ValueError, match=r"no rows at sizes \[16\]"):
         at_sizes(t[t.truncate_dim != 16], "MRL", [8, 16], "x")
+
+
+def test_rates_carry_bootstrap_intervals_next_to_them():
+    rng = np.random.default_rng(4)
+    smap = SuperclassMap(index=np.array([0, 0, 1, 1]), names=["a", "b"])
+    labels = rng.integers(0, 4, 600)
+    scores = rng.normal(size=(2, 600, 4)).astype(np.float32)
+    scores[1, np.arange(600), labels] += 1.5
+    overall = superclass_accuracy(scores, labels, [2, 8], smap)
+    rates = ["fine_accuracy", "superclass_accuracy", "within_superclass_error_share"]
+    columns = list(overall.columns)
+    for rate in rates:
+        at = columns.index(rate)
+        assert columns[at + 1 : at + 3] == [f"{rate}_ci_low", f"{rate}_ci_high"]
+        assert (overall[f"{rate}_ci_low"] < overall[rate]).all()
+        assert (overall[rate] < overall[f"{rate}_ci_high"]).all()
+    per = per_superclass_accuracy(scores, labels, [2, 8], smap)
+    for rate in ["superclass_accuracy", "within_superclass_accuracy", "fine_accuracy"]:
+        assert (per[f"{rate}_ci_low"] <= per[rate]).all()
+        assert (per[rate] <= per[f"{rate}_ci_high"]).all()
+    # A superclass holds about half the samples: its interval is wider than the overall one.
+    width = per["fine_accuracy_ci_high"] - per["fine_accuracy_ci_low"]
+    overall_width = overall["fine_accuracy_ci_high"] - overall["fine_accuracy_ci_low"]
+    assert width.min() > overall_width.max()
+    fig = superclass_accuracy_figure(overall)
+    np.testing.assert_allclose(
+        fig.data[0].error_y.array,
+        overall["superclass_accuracy_ci_high"] - overall["superclass_accuracy"],
+    )

@@ -95,7 +95,13 @@ def test_relative_accuracy_histograms_name_the_outliers():
     bins = [tr.xbins for tr in fig.data if isinstance(tr, go.Histogram)]
     assert len(bins) == 2 and bins[0] == bins[1] and bins[0].size is not None  # one grid
     assert fig.layout.xaxis.tickformat == ".0%"
-    assert (fig.layout.width, fig.layout.height) == (1200, 450)  # one row of panels
+    # Responsive: no fixed width; one row of panels plus title and axis titles.
+    assert (fig.layout.width, fig.layout.height) == (None, 440)
+    # The names sit in a band below the bars (y < 0, text under the marker), never on a bar.
+    assert all(y < 0 for tr in marked for y in tr.y)
+    assert all(pos.startswith("bottom") for tr in marked for pos in tr.textposition)
+    assert fig.layout.yaxis.range[0] < min(marked[0].y) and min(fig.layout.yaxis.tickvals) == 0
+    assert relative_accuracy_figure(t, width=900).layout.width == 900
     many = relative_accuracy_figure(t, sizes=[8, 16, 32], highlight=["a"])
     assert len(many.data) == 6
 
@@ -106,13 +112,13 @@ def test_relative_accuracy_rows_grow_the_figure():
     preds = np.where(rng.random((10, 15)) < 0.7, labels, (labels + 1) % 3)
     scores = np.eye(3, dtype=np.float32)[preds]
     t = per_class_accuracy(scores, labels, [2**i for i in range(10)], class_names=list("abc"))
-    fig = relative_accuracy_figure(t)  # nine panels: three rows of four
-    assert fig.layout.height == 900
+    fig = relative_accuracy_figure(t)  # nine panels: three rows of three
+    assert fig.layout.height == 160 + 3 * 280
 
 
 def test_relative_accuracy_of_a_single_size_model_is_an_empty_figure():
     fig = relative_accuracy_figure(single_size_table(), n_outliers=2)
-    assert len(fig.data) == 0 and "one size only" in fig.layout.title.text
+    assert len(fig.data) == 0 and "One Size Only" in fig.layout.title.text
 
 
 def test_spread_marker_labels_puts_names_apart():
@@ -126,6 +132,10 @@ def test_spread_marker_labels_puts_names_apart():
     spread_marker_labels(fig)
     assert list(fig.data[0].textposition) == ["top right", "top left", "top center"]
     assert list(fig.data[1].textposition) == ["top right", "top left"]
+    spread_marker_labels(fig, side="bottom")
+    assert list(fig.data[0].textposition) == ["bottom right", "bottom left", "bottom center"]
+    with pytest.raises(ValueError, match="side"):
+        spread_marker_labels(fig, side="left")
 
 
 def test_share_histogram_bins_uses_one_grid():

@@ -24,9 +24,13 @@ folder (or any path) with these keys::
       defaults: {}                  # optional: more parameters for every notebook
       notebooks: [...]
 
-Relative paths resolve against the study's project root: the nearest folder at or above the
-spec file holding a ``pyproject.toml`` (else the same search from the current directory,
-else the current directory), never against the current directory of whoever reads it.
+Relative paths resolve against the study's project root, never against the current directory
+of whoever reads it: for a spec file, the nearest folder at or above it holding a
+``pyproject.toml``; for a packaged study, the project this package lives in (a source
+checkout or editable install). Where that finds nothing (a package installed into
+site-packages), ``$MRL_PROJECT_ROOT`` names the project, then the nearest project at or
+above the current directory, then the current directory itself
+(:mod:`mrl_analysis.core.paths`).
 
 The study's batch (:meth:`Study.batch_spec`; or any batch file saying ``study: <name>``)
 gives every notebook that declares them the parameters (:meth:`Study.parameters`)
@@ -34,7 +38,12 @@ gives every notebook that declares them the parameters (:meth:`Study.parameters`
 ``novel_models``, ``cache_root`` and ``eval_split`` from the spec, and ``study`` (its name,
 or its spec's path); ``make demo`` trains the same models (:meth:`Study.train_configs`).
 A notebook run by hand says ``study = "demo"`` and ``models = None`` in its parameters cell
-and fills the ``None`` values with :func:`study_parameters`.
+and fills the ``None`` values with :func:`use_study` — the same values whether the kernel
+starts in ``notebooks/`` (JupyterLab), in the project root (the runner) or anywhere else
+(plain papermill). Relative paths the notebook is *given* resolve against
+``$MRL_PROJECT_ROOT`` when set (the runner sets it to the batch root, ``make lab`` to the
+repository), else against the study's project root; a checkpoint or data folder that is not
+there is reported with the working directory and the absolute path looked for.
 """
 
 from __future__ import annotations
@@ -46,8 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mrl_analysis.app.files import read_yaml, shown
+from mrl_analysis.core.paths import env_project_root, find_project_root
 from mrl_analysis.models.training import TrainConfig
 
 STUDIES_DIR = Path(__file__).parent
@@ -67,14 +76,6 @@ _STUDY_KEYS = (
 )
 _MODEL_SET_KEYS = ("checkpoints", "train", "pretrain_classes")
 _BATCH_KEYS = ("figure_formats", "runs_dir", "figures_dir", "defaults", "notebooks")
-
-
-def project_root(start: Path) -> Path | None:
-    """The nearest folder at or above ``start`` holding a ``pyproject.toml``."""
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return None
 
 
 def list_studies() -> list[str]:
@@ -249,14 +250,14 @@ def _resolve(root: Path, path: str | os.PathLike) -> Path:
 def load_study(study: str | os.PathLike = DEFAULT_STUDY) -> Study:
     """Parse a study spec: a packaged study's name (``"demo"``) or a YAML file's path."""
     path = study_file(study)
-    spec = yaml.safe_load(path.read_text())
-    where = str(path)
+    spec = read_yaml(path)
+    where = shown(path)
     spec = _mapping(spec, f"{where}: a study spec")
     _check_keys(spec, _STUDY_KEYS, where)
     missing = [k for k in ("dataset", "eval_split", "models", "batch") if k not in spec]
     if missing:
         raise ValueError(f"{where}: missing keys {missing}")
-    root = project_root(path.parent) or project_root(Path.cwd()) or Path.cwd()
+    root = find_project_root(path.parent)
     batch = _mapping(spec["batch"], f"{where}: batch")
     _check_keys(batch, _BATCH_KEYS, f"{where}: batch")
     training = _mapping(spec.get("training") or {}, f"{where}: training")
@@ -300,6 +301,7 @@ def study_parameters(
     cache_root: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
     eval_split: str | None = None,
+    check: bool = True,
 ) -> StudyParameters:
     """A notebook's parameters with every ``None`` replaced by the study's value.
 
@@ -309,25 +311,62 @@ def study_parameters(
         p = study_parameters(study, dataset=dataset, models=models, cache_root=cache_root,
                              data_root=data_root)
 
-    The study's paths come back absolute (resolved against its project root), so the
-    notebook works from any folder; given values are kept as they are.
+    Every path comes back absolute, so the notebook works from any folder: the study's
+    resolved against its project root, given relative ones against ``$MRL_PROJECT_ROOT``
+    (else the study's project root). ``check``: raise ``FileNotFoundError`` when a checkpoint
+    or the data folder is missing, naming the working directory and each absolute path.
     """
     spec = load_study(study)
+    base = env_project_root() or spec.root
 
-    def absolute(named: Mapping[str, Path]) -> dict[str, str]:
-        return {name: str(p) for name, p in named.items()}
+    def absolute(path: str | os.PathLike) -> str:
+        return os.path.normpath(base / Path(path).expanduser())
 
-    novel = None if spec.novel_models is None else absolute(spec.novel_models.paths())
+    def named(paths: Mapping[str, str | os.PathLike]) -> dict[str, str]:
+        return {str(name): absolute(p) for name, p in paths.items()}
+
+    novel = None if spec.novel_models is None else named(spec.novel_models.paths())
     root = spec.data_root if data_root is None else data_root
-    return StudyParameters(
+    params = StudyParameters(
         study=spec.name,
         dataset=spec.dataset if dataset is None else dataset,
-        models=absolute(spec.models.paths()) if models is None else dict(models),
-        novel_models=novel if novel_models is None else dict(novel_models),
-        cache_root=str(spec.cache_root if cache_root is None else cache_root),
-        data_root=None if root is None else str(root),
+        models=named(spec.models.paths() if models is None else models),
+        novel_models=novel if novel_models is None else named(novel_models),
+        cache_root=absolute(spec.cache_root if cache_root is None else cache_root),
+        data_root=None if root is None else absolute(root),
         eval_split=spec.eval_split if eval_split is None else eval_split,
     )
+    if check:
+        _check_files(params, base)
+    return params
+
+
+#: How each packaged study's checkpoints are made.
+_TRAIN_COMMANDS = {"demo": "`make demo`", "tiny-imagenet": "`make demo-tiny`"}
+
+
+def _check_files(params: StudyParameters, base: Path) -> None:
+    """One ``FileNotFoundError`` line for every missing checkpoint and data folder."""
+    missing = {name: p for name, p in params.models.items() if not Path(p).exists()}
+    missing.update(
+        (f"novel {name}", p)
+        for name, p in (params.novel_models or {}).items()
+        if not Path(p).exists()
+    )
+    if missing:
+        listed = ", ".join(f"{name}: {shown(p)}" for name, p in missing.items())
+        raise FileNotFoundError(
+            f"checkpoints not found: {listed} (working directory {shown(Path.cwd())}; relative "
+            f"paths resolve against {shown(base)}). Train them first "
+            f"({_TRAIN_COMMANDS.get(params.study, '`mrl-analysis train ...`')}), or pass "
+            "`models` naming existing checkpoints"
+        )
+    if params.data_root is not None and not Path(params.data_root).is_dir():
+        raise FileNotFoundError(
+            f"data_root not found: {shown(params.data_root)} (working directory "
+            f"{shown(Path.cwd())}; relative paths resolve against {shown(base)}); pass "
+            "`data_root` naming the dataset's folder"
+        )
 
 
 #: Notebook parameter names a study fills, and the :class:`StudyParameters` field of each.
@@ -342,12 +381,14 @@ _NOTEBOOK_FIELDS = {
 }
 
 
-def use_study(namespace: dict[str, Any]) -> StudyParameters:
+def use_study(namespace: dict[str, Any], *, check: bool = True) -> StudyParameters:
     """Fill a notebook's study parameters that are ``None``: ``use_study(globals())``.
 
     Reads ``study`` and whichever of ``dataset``, ``models``, ``novel_models``,
     ``cache_root``, ``data_root``, ``eval_split`` / ``split`` the namespace defines, replaces
-    each ``None`` with the study's value (:func:`study_parameters`) and returns them all.
+    each ``None`` with the study's value and every path with its absolute form
+    (:func:`study_parameters`, which also checks that the checkpoints exist when ``check``)
+    and returns them all.
     """
     study = namespace.get("study", DEFAULT_STUDY)
     if not isinstance(study, str | os.PathLike):
@@ -356,7 +397,7 @@ def use_study(namespace: dict[str, Any]) -> StudyParameters:
             "import in the notebook rebind the name `study`?"
         )
     given = {f: namespace[n] for n, f in _NOTEBOOK_FIELDS.items() if n in namespace}
-    filled = study_parameters(study, **given)
+    filled = study_parameters(study, **given, check=check)
     for name, field_name in _NOTEBOOK_FIELDS.items():
         if name in namespace:
             namespace[name] = getattr(filled, field_name)

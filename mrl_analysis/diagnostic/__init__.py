@@ -1,0 +1,1 @@
+"""Theme: "How Matryoshka is this embedding?" — prefixes vs PCA and random dims (notebook 08)."""
