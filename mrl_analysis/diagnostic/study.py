@@ -39,6 +39,7 @@ __all__ = [
     "diagnostic_sizes",
     "imported_caches",
     "study_caches",
+    "trained_dim",
 ]
 
 
@@ -78,21 +79,31 @@ def imported_caches(
     return queries, databases
 
 
+def trained_dim(cache: EmbeddingCache) -> int:
+    """The width of a cache's representation: the first ``nesting[-1]`` dims, which its
+    largest head reads (all ``d`` dims of an imported cache). A backbone wider than the
+    nesting (ShuffleNet's 1024 under a nesting up to 512) has further dims that no loss
+    trains; counting them as "the full embedding" would compare against noise."""
+    return min(int(cache.nesting[-1]), cache.feature_dim)
+
+
 def default_models(caches: Mapping[str, EmbeddingCache]) -> list[str]:
-    """The models worth diagnosing: nested ones (MRL, MRL-E, imported Matryoshka) and those
-    whose whole embedding is trained (an FF-k model with k = d); an FF-k with k < d trains
-    only its first k dims, so its prefixes say nothing new."""
+    """The models worth diagnosing: nested ones (MRL, MRL-E, imported Matryoshka) and the
+    widest fixed-feature ones (an FF-k whose k is the widest trained width here); a narrower
+    FF-k's few dims say nothing about prefixes."""
+    widest = max((trained_dim(c) for c in caches.values()), default=0)
     return [
         name
         for name, cache in caches.items()
-        if cache.kind in NESTED_KINDS or cache.nesting[-1] == cache.feature_dim
+        if cache.kind in NESTED_KINDS or trained_dim(cache) == widest
     ]
 
 
 def diagnostic_sizes(cache: EmbeddingCache, min_dim: int = 2) -> list[int]:
-    """Sizes a cache is diagnosed at: a nested model's nesting, else 1, 2, 4, … and ``d``;
-    from ``min_dim`` up (an L2-normalized 1-d ReLU feature is constant)."""
-    d = cache.feature_dim
+    """Sizes a cache is diagnosed at: a nested model's nesting, else 1, 2, 4, … and its
+    :func:`trained_dim` ``d``; from ``min_dim`` up (an L2-normalized 1-d ReLU feature is
+    constant)."""
+    d = trained_dim(cache)
     if cache.kind in NESTED_KINDS:
         ladder = [int(m) for m in cache.nesting]
     else:
@@ -175,14 +186,15 @@ def diagnose(
                     f"the {role} caches of {name!r} and {names[0]!r} hold different samples: "
                     "use caches of the same split for every model"
                 )
-        if query.feature_dim != database.feature_dim:
+        if trained_dim(query) != trained_dim(database):
             raise ValueError(f"{name}'s query and database caches have different d")
+        d = trained_dim(query)
         grid = (
             diagnostic_sizes(query, min_dim)
             if sizes is None
-            else sorted({int(m) for m in sizes if min_dim <= int(m) <= query.feature_dim})
+            else sorted({int(m) for m in sizes if min_dim <= int(m) <= d})
         )
-        db_x, q_x = database.features()[db_rows], query.features()[q_rows]
+        db_x, q_x = database.features(d)[db_rows], query.features(d)[q_rows]
         result = prefix_quality(
             db_x,
             database.labels[db_rows],
@@ -219,7 +231,7 @@ def diagnose(
                 "model": name,
                 "kind": query.kind,
                 "heads": query.has_heads,
-                "dim": query.feature_dim,
+                "dim": d,
                 "sizes": result.sizes,
                 "queries": len(q_rows),
                 "database": len(db_rows),

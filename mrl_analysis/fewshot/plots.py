@@ -153,7 +153,9 @@ def saturation_figure(
                 row=1,
                 col=col,
             )
-    fig.update_xaxes(title_text="Shots per class", dtick=1)
+    # Ticks at the shot counts only: dtick=1 over 1..20 shots crowds the axis.
+    shots = sorted(int(s) for s in saturation["shots"].unique())
+    fig.update_xaxes(title_text="Shots per class", tickmode="array", tickvals=shots)
     dims = saturation[[c for c in ("saturation_dim", "largest_dim") if c in saturation]]
     size_axis(fig, dims.to_numpy().ravel(), axis="y", title="")
     fig.update_yaxes(title_text="Saturation size", col=1)

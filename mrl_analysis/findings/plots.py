@@ -99,8 +99,16 @@ def findings_figure(table: pd.DataFrame, title: str = "The paper's findings") ->
     for annotation in fig.layout.annotations[:rows]:  # the subplot titles
         annotation.update(x=0, xanchor="left", font={"size": 12})
     fig.update_layout(
-        height=110 + _ROW_PX * rows,
-        margin={"l": 30, "r": 30, "t": 80, "b": 30},
-        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        height=140 + _ROW_PX * rows,
+        # Below the last axis title: at the top it would sit on the first finding's title.
+        margin={"l": 30, "r": 30, "t": 80, "b": 70},
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 0.005,
+            "yanchor": "bottom",
+            "x": 0.5,
+            "xanchor": "center",
+        },
     )
     return fig

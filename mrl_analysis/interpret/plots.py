@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from mrl_analysis.figures.style import percent_axis, size_axis, style
+from mrl_analysis.figures.style import SIZE_TITLE, percent_axis, size_axis, style
 from mrl_analysis.interpret.cams import SizeCams
 from mrl_analysis.interpret.disagreement import DIRECTIONS
 from mrl_analysis.interpret.images import overlay_cam
@@ -59,6 +59,7 @@ def cam_summary_figure(summary: pd.DataFrame, title: str = "") -> go.Figure:
         error_y_minus="_below",
         color=color,
         facet_col="metric",
+        facet_col_spacing=0.07,  # room for each panel's own y tick labels
         category_orders={"metric": metrics},
         markers=True,
         labels={"mean": "Mean over images", "model": ""},
@@ -68,7 +69,12 @@ def cam_summary_figure(summary: pd.DataFrame, title: str = "") -> go.Figure:
         lambda a: a.update(text=_METRIC_TITLES.get(a.text.split("=")[-1], a.text))
     )
     fig.update_yaxes(matches=None, showticklabels=True)
-    size_axis(fig, summary["truncate_dim"].unique())
+    # Narrow side-by-side panels: every other size as a tick, one axis title in the middle,
+    # so labels neither rotate nor run into the next panel's title.
+    sizes = sorted(int(m) for m in summary["truncate_dim"].unique())
+    size_axis(fig, sizes[::-2][::-1] if len(metrics) > 1 and len(sizes) > 5 else sizes)
+    fig.update_xaxes(title_text="", tickangle=0)
+    fig.update_xaxes(title_text=SIZE_TITLE, col=(len(metrics) + 1) // 2)
     for col, metric in enumerate(metrics, start=1):
         if metric in SHARE_METRICS:
             percent_axis(fig, "Mean over images" if col == 1 else "", row=1, col=col)

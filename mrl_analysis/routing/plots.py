@@ -92,7 +92,13 @@ def tradeoff_figure(
     if x in _SIZE_COLUMNS:
         size_axis(fig, _power_of_two_span(points[x]), title=_SIZE_COLUMNS[x])
     else:
-        fig.update_xaxes(type="log", title_text=_X_TITLES.get(x, x.replace("_", " ").capitalize()))
+        # A tick per power of ten (1k, 10k, …): plotly's default adds "2 5" labels between.
+        fig.update_xaxes(
+            type="log",
+            dtick=1,
+            tickformat="~s",
+            title_text=_X_TITLES.get(x, x.replace("_", " ").capitalize()),
+        )
     percent_axis(fig, "Top-1 accuracy", decimals=1)
     # Legend below the plot: the right-hand side holds the annotated large-size points.
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0})

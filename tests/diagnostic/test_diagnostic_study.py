@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hand_caches import hand_cache
 
 from mrl_analysis.cache.importer import import_embeddings
 from mrl_analysis.diagnostic.headlines import (
@@ -21,6 +22,7 @@ from mrl_analysis.diagnostic.study import (
     diagnose,
     diagnostic_sizes,
     imported_caches,
+    trained_dim,
 )
 
 D, K, N = 32, 5, 1200
@@ -127,6 +129,26 @@ def test_model_choice_sizes_and_mismatches(folders, tmp_path):
         diagnose({**queries, "other": other["query"]}, {**databases, "other": other["database"]})
     with pytest.raises(ValueError, match=r"models \['nope'\] need both"):
         diagnose(queries, databases, models=["nope"])
+
+
+def test_dims_no_head_reads_are_not_part_of_the_embedding():
+    """A backbone wider than the nesting (1024 features, heads up to 16 here): the
+    diagnosis stops at the heads' width, and the widest FF model counts as full-size."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    wide = rng.normal(size=(200, 64)).astype(np.float32)
+    logits = np.zeros((5, 200, 3), np.float32)
+    caches = {
+        "MRL": hand_cache("mrl", [1, 2, 4, 8, 16], logits, labels, features=wide),
+        "FF-16": hand_cache("ff", [16], logits[:1], labels, features=wide),
+        "FF-4": hand_cache("ff", [4], logits[:1], labels, features=wide),
+    }
+    assert [trained_dim(c) for c in caches.values()] == [16, 16, 4]
+    assert default_models(caches) == ["MRL", "FF-16"]
+    assert diagnostic_sizes(caches["FF-16"]) == [2, 4, 8, 16]
+    result = diagnose(caches, caches, n_queries=50, n_boot=20, n_random=2, progress=False)
+    assert result.setup["dim"].tolist() == [16, 16]
+    assert result.quality["truncate_dim"].max() == 16
 
 
 #: The demo's caches (``make demo``); ``$MRL_DEMO_CACHE`` points elsewhere (e.g. a copy).

@@ -106,6 +106,8 @@ def test_saturation_figure(fewshot):
     fig = saturation_figure(sat, "sat", tolerance=0.01)
     assert len(fig.data) == 2 * 3  # ways x lines (MRL, MRL-E, FF)
     assert fig.layout.yaxis.type == "log"
+    # Ticks at the shot counts, not at every integer up to the largest one.
+    assert list(fig.layout.xaxis.tickvals) == sorted(sat["shots"].unique())
     assert fig.layout.title.text == "sat (within 1.0 points)"
     assert fig.layout.template is not None and fig.layout.template.layout.font.size == 13
     with pytest.raises(ValueError, match="lacks columns"):

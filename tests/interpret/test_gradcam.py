@@ -303,4 +303,13 @@ def test_cam_summary_figure_shows_shares_as_percent():
         cam_summary_figure(summary.drop(columns=["ci_low", "ci_high"]))
     assert fig.layout.yaxis.tickformat is None  # a correlation, not a share
     assert fig.layout.yaxis2.tickformat == ".0%"
+    # Many sizes in narrow panels: every other size as a tick (the largest kept), one title.
+    many = pd.concat(
+        [summary.iloc[:1].assign(truncate_dim=m) for m in (4, 8, 16, 32, 64, 128, 256, 512)]
+        + [summary.iloc[2:3].assign(truncate_dim=m) for m in (4, 8, 16, 32, 64, 128, 256, 512)]
+    )
+    crowded = cam_summary_figure(many)
+    assert list(crowded.layout.xaxis.tickvals) == [8, 32, 128, 512]
+    assert crowded.layout.xaxis.title.text == "Representation size (dims)"
+    assert not crowded.layout.xaxis2.title.text
     assert fig.layout.template.layout.font.size == 13  # the workbench template

@@ -268,6 +268,9 @@ def test_tradeoff_points_carry_every_cost():
     assert points.loc[points.method == "oracle", "expected_head_macs"].isna().all()
     for x in ("expected_size", "expected_cumulative_size", "expected_head_macs"):
         assert len(tradeoff_figure(points, x=x).data) == 5
+    # Multiply-adds: one tick per power of ten (1k, 10k), not plotly's "2 5" in between.
+    macs = tradeoff_figure(points, x="expected_head_macs").layout.xaxis
+    assert (macs.type, macs.dtick, macs.tickformat) == ("log", 1, "~s")
     with pytest.raises(ValueError, match="nothing to plot"):
         tradeoff_points(num_classes=C)
 
