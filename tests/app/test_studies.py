@@ -122,6 +122,20 @@ def test_a_missing_checkpoint_names_the_cwd_and_the_absolute_path(project, monke
     assert use_study(namespace).models == {"Big": str(project / "ckpt" / "full" / "big.pt")}
 
 
+def test_a_notebook_is_checked_only_for_the_checkpoints_it_declares(tmp_path, monkeypatch):
+    """Notebook 01 declares `models` but not `novel_models`: given models that exist, it
+    runs even where the study's class-subset checkpoints were never trained."""
+    (tmp_path / "pyproject.toml").write_text("")  # a project where nothing was trained
+    spec = tmp_path / "demo.yaml"
+    spec.write_text((ROOT / "mrl_analysis" / "app" / "studies" / "demo.yaml").read_text())
+    monkeypatch.delenv("MRL_PROJECT_ROOT", raising=False)
+    (tmp_path / "m.pt").write_bytes(b"")
+    mine = {"M": str(tmp_path / "m.pt")}
+    assert use_study({"study": str(spec), "models": mine}).models == mine
+    with pytest.raises(FileNotFoundError, match="novel MRL: .*fashion-mnist-6/mrl.pt"):
+        use_study({"study": str(spec), "models": mine, "novel_models": None})
+
+
 def test_project_root_from_the_environment(project, tmp_path_factory, monkeypatch):
     """A spec outside any project (e.g. a package installed into site-packages): its paths
     mean $MRL_PROJECT_ROOT, wherever the kernel starts; a wrong value is named."""

@@ -51,7 +51,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -397,7 +397,18 @@ def use_study(namespace: dict[str, Any], *, check: bool = True) -> StudyParamete
             "import in the notebook rebind the name `study`?"
         )
     given = {f: namespace[n] for n, f in _NOTEBOOK_FIELDS.items() if n in namespace}
-    filled = study_parameters(study, **given, check=check)
+    filled = study_parameters(study, **given, check=False)
+    if check:
+        # Only what the notebook declares must exist: a notebook without `novel_models`
+        # runs without the study's class-subset checkpoints.
+        _check_files(
+            replace(
+                filled,
+                novel_models=filled.novel_models if "novel_models" in given else None,
+                data_root=filled.data_root if "data_root" in given else None,
+            ),
+            env_project_root() or load_study(study).root,
+        )
     for name, field_name in _NOTEBOOK_FIELDS.items():
         if name in namespace:
             namespace[name] = getattr(filled, field_name)
