@@ -84,7 +84,9 @@ class ExplorerState:
         self.model = model
         self.nesting = [int(m) for m in cache.nesting]
         self.kind = cache.kind
-        self.sizes = list(range(1, cache.feature_dim + 1)) if self.kind == "mrl-e" else self.nesting
+        # MRL-E's shared head works at every size its loss trained: up to the largest nesting
+        # size, which may be below the backbone's width (ShuffleNet: 1024 features, 512 trained).
+        self.sizes = list(range(1, self.nesting[-1] + 1)) if self.kind == "mrl-e" else self.nesting
         self.labels = np.asarray(cache.labels, dtype=np.int64)
         self.n = len(self.labels)
         self.class_names = list(cache.class_names)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hand_caches import hand_cache
 
 from mrl_analysis.data.fashion_mnist import FASHION_MNIST_CLASSES
 from mrl_analysis.explore.plots import PLOTLY_MIMETYPE
@@ -91,6 +92,17 @@ def _expected(cache, m: int) -> tuple[np.ndarray, float]:
 
 
 # ------------------------------------------------------------------ no browser
+
+
+def test_mrl_e_sizes_stop_at_the_largest_trained_size():
+    """A backbone wider than the nesting: the slider offers only the sizes the head learned."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 30)
+    logits = rng.normal(size=(3, 30, 3)).astype(np.float32)
+    head = (rng.normal(size=(3, 64)).astype(np.float32), np.zeros(3, np.float32))
+    features = rng.random((30, 64)).astype(np.float32)
+    cache = hand_cache("mrl-e", [4, 8, 16], logits, labels, features=features, head=head)
+    assert ExplorerState(cache).sizes == list(range(1, 17))
 
 
 def test_state_agrees_with_the_cache(tiny):
