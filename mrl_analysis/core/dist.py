@@ -24,6 +24,7 @@ available: nccl carries CUDA tensors, gloo the CPU tensors and the small Python 
 
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 from typing import Any
@@ -56,6 +57,9 @@ def init(timeout: timedelta | None = None) -> bool:
         # nccl binds each rank to its device; without this every rank would share GPU 0.
         torch.cuda.set_device(local_rank())
     torch_dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timeout)
+    # Leave the group before the interpreter tears down: gloo's threads still running at
+    # exit abort the process ("terminate called without an active exception").
+    atexit.register(destroy)
     return is_distributed()
 
 
