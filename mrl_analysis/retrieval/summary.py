@@ -26,7 +26,7 @@ import pandas as pd
 from mrl_analysis.core.checks import check_fraction, check_table
 from mrl_analysis.core.sizes import as_good, cheapest_within
 from mrl_analysis.retrieval.metrics import metric_label
-from mrl_analysis.retrieval.tables import select
+from mrl_analysis.retrieval.tables import TABLE_COLUMNS, select
 
 __all__ = [
     "HEADLINE_COLUMNS",
@@ -215,19 +215,8 @@ def single_shot_cost(table: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ frontier
 
-_POINT_KEYS = [
-    "model",
-    "method",
-    "index",
-    "config",
-    "Ds",
-    "Dr",
-    "K",
-    "cascade",
-    "mflops_per_query",
-    "ms_per_query",
-    "bytes_per_vector",
-]
+# One frontier point per configuration: the table's identifying columns and its costs.
+_POINT_KEYS = [c for c in TABLE_COLUMNS if c not in ("metric", "k", "value", "ci_low", "ci_high")]
 
 
 def pareto_front(cost: Sequence[float] | np.ndarray, quality: Sequence[float] | np.ndarray):
