@@ -5,7 +5,7 @@ Appendix C): keep the first m features of the largest FF model ("Rand. FS"), pro
 its top-m singular directions ("SVD", fit on the train features) or project with a seeded
 random Gaussian matrix ("JL", Johnson-Lindenstrauss).
 
-SVD is fit without centering (``TruncatedSVD``): at m = d it is then a rotation, so L2
+SVD is fit without centering: at m = d it is then a rotation, so L2
 distances and norms are unchanged and the k-NN accuracy equals that of the original
 features. Both projections are nested: the top-m singular directions are the first m of
 the top-M ones, and a Gaussian matrix with M rows drawn from a seed starts with the m-row
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import TruncatedSVD
+import scipy.linalg
 from sklearn.random_projection import GaussianRandomProjection
 
 from mrl_analysis.accuracy.metrics import BASELINE_NAMES, Outcomes, knn_outcomes, method_label
@@ -45,9 +45,9 @@ def reduce(
     """Reduce ``train [N, d]`` and ``test [Q, d]`` to m dimensions (float32).
 
     ``method``: ``"first-m"`` (the first m features), ``"svd"`` (top-m right singular
-    vectors of the train features, uncentered, sklearn's randomized ``TruncatedSVD`` with
-    ``random_state=seed``) or ``"jl"`` (sklearn's ``GaussianRandomProjection`` with
-    ``random_state=seed``). The projection is always fit on ``train`` only.
+    vectors of the train features, uncentered, exact) or ``"jl"``
+    (sklearn's ``GaussianRandomProjection`` with ``random_state=seed``). The projection is
+    always fit on ``train`` only.
     """
     train, test = _check_pair(train, test)
     n, d = train.shape
@@ -64,9 +64,14 @@ def reduce(
             raise ValueError(
                 f"SVD to m = {m} needs at least m train samples, got {n}; use smaller sizes"
             )
-        projection = TruncatedSVD(n_components=m, random_state=seed)
-    else:
-        projection = GaussianRandomProjection(n_components=m, random_state=seed)
+        # The right singular vectors are the eigenvectors of the d x d Gram matrix: exact, and
+        # on 60k x 512 features 0.5 s on one thread at any m, where sklearn's randomized
+        # TruncatedSVD takes 1.3 s at m = 64 and 8 s at 512 and a thin SVD 7.7 s.
+        x = train.astype(np.float64)
+        _, vectors = scipy.linalg.eigh(x.T @ x)
+        top = np.ascontiguousarray(vectors[:, ::-1][:, :m], dtype=np.float32)  # descending
+        return train @ top, test @ top
+    projection = GaussianRandomProjection(n_components=m, random_state=seed)
     projection.fit(train)
     return (
         projection.transform(train).astype(np.float32, copy=False),

@@ -255,6 +255,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         figures_dir=args.figures_dir,
         force=args.force,
         allow_outside=args.allow_outside,
+        jobs=args.jobs,
     )
     print_summary(summary)
     return 1 if (summary["status"] != "ok").any() else 0
@@ -276,6 +277,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         models=args.models,
         force=args.force,
+        jobs=args.jobs,
         started=args.started,
     )
 
@@ -323,6 +325,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 _FORCE_HELP = "run every notebook, also those whose inputs are unchanged since their last run"
+_JOBS_HELP = (
+    "notebooks run at once, their kernels sharing the cores (default: one per core, at most 4)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow --runs-dir / --figures-dir (or the batch's) outside the batch's folder",
     )
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    p.add_argument("--jobs", type=positive_int, metavar="N", help=_JOBS_HELP)
     p.set_defaults(func=_cmd_run)
 
     studies = ", ".join(list_studies())
@@ -456,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stems; default: all)",
     )
     p.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    p.add_argument(
+        "--jobs", type=positive_int, metavar="N",
+        help="trainings and notebooks run at once, sharing the cores (default: one per core, "
+        "at most 4)",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

@@ -71,16 +71,19 @@ def run_study(
     models: Sequence[str] | None = None,
     started: float | None = None,
     force: bool = False,
+    jobs: int | None = None,
 ) -> int:
     """Train what is missing (all classes, and the class subset for the novel-class
     analyses), cache every split, run the study's batch; print each phase (train, cache,
     notebooks) with its time, the total and the figure folders. ``data_root`` and
     ``epochs`` replace the spec's; ``models`` (names or stems) limits training and caching
-    to those models. Everything is checked before the first phase starts. Returns the exit
-    status (1 when a notebook failed)."""
+    to those models; ``jobs``: trainings and notebooks run at once (default: one per core;
+    :func:`~mrl_analysis.models.training.train_runs`, :func:`~mrl_analysis.app.runner.run_batch`).
+    Everything is checked before the first phase starts. Returns the exit status (1 when a
+    notebook failed)."""
     from mrl_analysis.app.runner import print_summary, run_batch
     from mrl_analysis.cache.experiment import build_caches, build_subset_caches
-    from mrl_analysis.models.training import train_many
+    from mrl_analysis.models.training import train_runs
 
     start = time.perf_counter() if started is None else started
     spec = study if isinstance(study, Study) else load_study(study)
@@ -98,10 +101,13 @@ def run_study(
     folders = " and ".join(f"{model_set.checkpoints}/" for model_set, _ in model_sets)
     print(f"[{tag}] train: the {spec.dataset} models into {folders} (those missing)")
     t0 = time.perf_counter()
-    trained = [
-        (model_set, train_many(configs, model_set.checkpoints, only=stems))
-        for model_set, configs in model_sets
-    ]
+    trained, runs = [], {}
+    for model_set, configs in model_sets:
+        paths = {n: model_set.checkpoints / f"{n}.pt" for n in configs if not stems or n in stems}
+        trained.append((model_set, paths))
+        runs.update({path: configs[n] for n, path in paths.items()})
+    # One pool for both sets: the class-subset models fill the cores the others leave.
+    train_runs(runs, jobs=jobs)
     t_train = time.perf_counter()
     _phase(tag, "train", t_train - t0, f"{sum(len(p) for _, p in trained)} model(s) ready")
 
@@ -118,7 +124,7 @@ def run_study(
     _phase(tag, "cache", t_cache - t_train)
 
     print(f"[{tag}] notebooks: the study's batch (unchanged ones are reused)")
-    summary = run_batch(spec.batch_spec(data_root=root), force=force)
+    summary = run_batch(spec.batch_spec(data_root=root), force=force, jobs=jobs)
     print_summary(summary)
     end = time.perf_counter()
     reused = int(summary["reused"].sum()) if "reused" in summary else 0

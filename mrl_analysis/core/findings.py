@@ -75,8 +75,15 @@ def finding(
                 "few samples to tell"
             )
         else:
-            where = "lies entirely" if result == HOLDS else "does not lie"
-            reason = f"the interval [{ci_low:.4g}, {ci_high:.4g}] {where} {side} {threshold:.4g}"
+            interval = f"[{ci_low:.4g}, {ci_high:.4g}]"
+            if result == HOLDS:
+                reason = f"the interval {interval} lies entirely {side} {threshold:.4g}"
+            else:
+                other = "below" if direction == "above" else "above"
+                reason = (
+                    f"the whole interval {interval} lies {other} {threshold:.4g}: not too few "
+                    "samples, these models show the opposite"
+                )
     return {
         "finding": key,
         "claim": claim,

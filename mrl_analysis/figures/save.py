@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,6 +88,20 @@ def _prepare_static_export() -> None:
                 break
 
 
+def _keep_browser() -> None:
+    """Once a static export has succeeded, keep one Chromium for this process's later ones.
+
+    kaleido starts a Chromium for every image unless its sync server runs: ~2.5 s of each
+    ~2.8 s PNG (benchmarks/bench_figures.py). The first export stays a one-shot because a
+    server whose Chromium fails to start leaves every call waiting forever, while a one-shot
+    raises; once one has succeeded the server's start is safe. It starts in the background,
+    is a no-op when running already, and kaleido closes it at exit.
+    """
+    import kaleido
+
+    kaleido.start_sync_server(silence_warnings=True)
+
+
 def save_figure(
     fig: go.Figure,
     table: pd.DataFrame | None,
@@ -117,7 +132,11 @@ def save_figure(
             fig.write_html(tmp, include_plotlyjs=bundle.name, include_mathjax=False)
         elif fmt in STATIC_FORMATS:
             _prepare_static_export()
-            fig.write_image(tmp, format=fmt, scale=scale)
+            with warnings.catch_warnings():
+                # plotly passes its request headers, which only a one-shot export uses.
+                warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
+                fig.write_image(tmp, format=fmt, scale=scale)
+            _keep_browser()
         else:
             raise ValueError(f"unknown figure format {fmt!r}: use html, png, svg or pdf")
         os.replace(tmp, path)

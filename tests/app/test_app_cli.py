@@ -48,6 +48,8 @@ def test_version(capsys):
         (["run", NOT_UTF8], "caf\\udce9.yaml is not a valid UTF-8 name"),
         (["demo", "--only", "MRL"], "unrecognized arguments: --only MRL"),
         (["run", "--models=MRL"], "unrecognized arguments: --models"),
+        (["run", "--jobs", "0"], "expected a whole number of at least 1"),
+        (["demo", "--jobs", "two"], "expected a whole number of at least 1"),
     ],
 )
 def test_argument_errors_are_one_named_line(argv, expected, capsys):

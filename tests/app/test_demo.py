@@ -89,6 +89,7 @@ def test_tiny_imagenet_batch_validates_against_the_notebooks():
     # The batch names the checkpoints the demo trains, relative to the project root.
     assert fewshot["models"] == {
         "MRL": "data/checkpoints/tiny-imagenet/mrl.pt",
+        "FF-16": "data/checkpoints/tiny-imagenet/ff-16.pt",
         "FF-512": "data/checkpoints/tiny-imagenet/ff-512.pt",
     }
     assert fewshot["novel_models"] == {
@@ -123,7 +124,7 @@ def test_tiny_imagenet_model_sets(tmp_path):
     study = load_study("tiny-imagenet")
     root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     full = study.train_configs(data_root=root)
-    assert set(full) == {"mrl", "ff-512"}
+    assert set(full) == {"mrl", "ff-16", "ff-512"}
     assert full["mrl"].nesting == [4, 8, 16, 32, 64, 128, 256, 512]
     assert full["mrl"].classes is None and full["ff-512"].ff_dim == 512
     for cfg in full.values():
@@ -132,7 +133,7 @@ def test_tiny_imagenet_model_sets(tmp_path):
             "shufflenet_v2_x0_5",
             "imagenet",
         )
-        assert cfg.data_root == str(root) and (cfg.epochs, cfg.batch_size) == (2, 128)
+        assert cfg.data_root == str(root) and (cfg.epochs, cfg.batch_size) == (4, 128)
 
     novel = study.train_configs(novel=True, epochs=3, data_root=root)
     ids = get_dataset("tiny-imagenet", "val", root=root).class_ids
@@ -166,17 +167,20 @@ def stubbed(monkeypatch) -> dict[str, list]:
 
     calls: dict[str, list] = {"train": [], "caches": [], "subset": [], "batch": []}
 
-    def train_many(configs, out_dir, only=None):
-        calls["train"].append((dict(configs), Path(out_dir), only))
-        return {n: Path(out_dir) / f"{n}.pt" for n in configs if not only or n in only}
+    def train_runs(runs, jobs=None):
+        # {checkpoint folder: {stem: config}}, one entry per call
+        folders: dict[Path, dict] = {}
+        for path, cfg in runs.items():
+            folders.setdefault(Path(path).parent, {})[Path(path).stem] = cfg
+        calls["train"].append(folders)
 
-    monkeypatch.setattr(training, "train_many", train_many)
+    monkeypatch.setattr(training, "train_runs", train_runs)
     monkeypatch.setattr(experiment, "build_caches", lambda *a, **k: calls["caches"].append((a, k)))
     monkeypatch.setattr(
         experiment, "build_subset_caches", lambda *a, **k: calls["subset"].append((a, k))
     )
 
-    def run_batch(batch, force=False):
+    def run_batch(batch, force=False, jobs=None):
         calls["batch"].append(batch)
         return pd.DataFrame({"status": ["ok"], "figures_dir": ["figures/x/y"], "reused": [True]})
 
@@ -190,8 +194,10 @@ def test_run_tiny_imagenet_wiring(tmp_path, stubbed):
     study = load_study("tiny-imagenet")
     root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     assert demo.run_study("tiny-imagenet", data_root=root) == 0
-    (full, full_dir, _), (novel, novel_dir, _) = stubbed["train"]
-    assert full_dir == study.models.checkpoints and novel_dir == study.novel_models.checkpoints
+    (folders,) = stubbed["train"]  # both model sets in one pool
+    full_dir, novel_dir = study.models.checkpoints, study.novel_models.checkpoints
+    assert list(folders) == [full_dir, novel_dir]
+    full, novel = folders[full_dir], folders[novel_dir]
     assert all(c.classes is None for c in full.values())
     assert all(len(c.classes) == 100 for c in novel.values())
     for (args, kwargs), folder in (
@@ -199,7 +205,8 @@ def test_run_tiny_imagenet_wiring(tmp_path, stubbed):
         (stubbed["subset"][0], novel_dir),
     ):
         models, dataset, splits = args
-        assert models == {"MRL": folder / "mrl.pt", "FF-512": folder / "ff-512.pt"}
+        small = {"FF-16": folder / "ff-16.pt"} if folder == full_dir else {}
+        assert models == {"MRL": folder / "mrl.pt", **small, "FF-512": folder / "ff-512.pt"}
         assert (dataset, splits, kwargs["data_root"]) == ("tiny-imagenet", ["train", "val"], root)
         assert kwargs["cache_root"] == ROOT / "data" / "cache"
     assert stubbed["batch"][0]["defaults"] == {"data_root": str(root)}
@@ -210,10 +217,9 @@ def test_run_demo_wiring(stubbed, capsys):
     """The demo trains, caches and runs what its study names; --models takes either name,
     and each phase prints its time."""
     assert demo.run_study("demo", models=["MRL-E", "ff-8"]) == 0
-    (full, full_dir, only), (_, novel_dir, _) = stubbed["train"]
-    assert only == ["mrl-e", "ff-8"] and set(full) == {"mrl", "mrl-e", "ff-2", "ff-8", "ff-512"}
-    assert full_dir == ROOT / "data" / "checkpoints" / "fashion-mnist"
-    assert novel_dir == ROOT / "data" / "checkpoints" / "fashion-mnist-6"
+    (folders,) = stubbed["train"]
+    full_dir = ROOT / "data" / "checkpoints" / "fashion-mnist"
+    assert list(folders) == [full_dir] and set(folders[full_dir]) == {"mrl-e", "ff-8"}
     (models, dataset, splits), _ = stubbed["caches"][0]
     assert models == {"MRL-E": full_dir / "mrl-e.pt", "FF-8": full_dir / "ff-8.pt"}
     assert (dataset, splits) == ("fashion-mnist", ["train", "test"])
@@ -246,9 +252,9 @@ def test_demo_profile_trains_and_runs_the_profiled_study(stubbed, tmp_path, caps
     root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     args = ["demo", "--study", "tiny-imagenet", "--profile", "tiny-imagenet-cuda"]
     assert cli.main([*args, "--data-root", str(root)]) == 0
-    (full, full_dir, _), (_, novel_dir, _) = stubbed["train"]
-    assert {cfg.device for cfg in full.values()} == {"cuda"}
-    assert (full_dir.name, novel_dir.name) == ("tiny-imagenet-cuda", "tiny-imagenet-100-cuda")
+    (folders,) = stubbed["train"]
+    assert {cfg.device for configs in folders.values() for cfg in configs.values()} == {"cuda"}
+    assert [f.name for f in folders] == ["tiny-imagenet-cuda", "tiny-imagenet-100-cuda"]
     _, kwargs = stubbed["caches"][0]
     assert kwargs["cache_root"].name == "cache-cuda"
     batch = stubbed["batch"][0]
@@ -258,7 +264,7 @@ def test_demo_profile_trains_and_runs_the_profiled_study(stubbed, tmp_path, caps
     assert cli.main(["demo", "--profile", "tiny-imagenet-cuda"]) == 2  # a profile of another study
     err = capsys.readouterr().err
     assert "is for study 'tiny-imagenet', not 'demo'" in err and len(err.strip().splitlines()) == 1
-    assert len(stubbed["train"]) == 2  # the first run's two model sets: none for the refused
+    assert len(stubbed["train"]) == 1  # the first run's: none for the refused one
 
 
 def test_a_broken_profile_file_is_one_line(stubbed, tmp_path, capsys):

@@ -28,6 +28,7 @@ from mrl_analysis.app.runner import (
     resolve_kernel,
     run_batch,
 )
+from mrl_analysis.core import parallel
 
 PLOT_PARAMS = 'title = "x"\nn = 3\noutput_dir = None\n'
 PLOT_BODY = """\
@@ -513,6 +514,7 @@ def test_a_batch_naming_a_study_gives_its_parameters_to_the_notebooks(project: P
         "dataset": "tiny-imagenet",
         "models": {
             "MRL": str(repo / "data/checkpoints/tiny-imagenet/mrl.pt"),
+            "FF-16": str(repo / "data/checkpoints/tiny-imagenet/ff-16.pt"),
             "FF-512": str(repo / "data/checkpoints/tiny-imagenet/ff-512.pt"),
         },
         "cache_root": "my/cache",  # the batch's defaults win over the study's
@@ -549,3 +551,50 @@ def test_saved_progress_bar_widgets_are_dropped(tmp_path: Path) -> None:
     assert [o["data"]["text/plain"] for o in cleaned.cells[0].outputs] == ["VBox()"]
     kept = cleaned.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert set(kept) == {"ui", "shared"}
+
+
+SLEEP_BODY = """\
+import os
+import time
+from pathlib import Path
+
+start = time.time()
+time.sleep(3)
+threads = os.environ.get("OMP_NUM_THREADS", "unset")
+Path("data", "slept", f"{tag}.txt").write_text(f"{start} {time.time()} {threads}")
+"""
+
+
+def test_notebooks_run_in_parallel_and_share_the_cores(project: Path, monkeypatch) -> None:
+    for name in parallel.THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    _notebook(project / "nbs" / "sleep.ipynb", 'tag = "x"\n', SLEEP_BODY)
+    slept = project / "data" / "slept"
+    slept.mkdir(exist_ok=True)
+    names = ["s1", "s2", "s3"]
+    entries = [{"name": n, "path": "nbs/sleep.ipynb", "parameters": {"tag": n}} for n in names]
+    batch = _write_batch(project, {"name": "parallel", "notebooks": entries})
+
+    def spans() -> dict[str, tuple[float, float, str]]:
+        out = {}
+        for n in names:
+            start, end, threads = (slept / f"{n}.txt").read_text().split()
+            out[n] = (float(start), float(end), threads)
+        return out
+
+    def overlap(a: tuple, b: tuple) -> bool:
+        return a[0] < b[1] and b[0] < a[1]
+
+    summary = run_batch(batch, progress=False, force=True, jobs=2)
+    assert summary["name"].tolist() == names  # the batch's order, whichever finished first
+    assert summary["status"].eq("ok").all()
+    together = spans()
+    assert overlap(together["s1"], together["s2"])
+    shared = str(max(1, parallel.cores() // 2))
+    assert {t for _, _, t in together.values()} == {shared}
+
+    summary = run_batch(batch, progress=False, force=True, jobs=1)
+    assert summary["status"].eq("ok").all()
+    alone = spans()
+    assert not any(overlap(alone[a], alone[b]) for a, b in [("s1", "s2"), ("s2", "s3")])
+    assert {t for _, _, t in alone.values()} == {"unset"}  # the user's settings, untouched

@@ -133,6 +133,10 @@ def test_findings_verdicts():
     assert verdict(0.2, 0.4, 0.5, "below") == HOLDS
     row = finding("a", "MRL beats FF", "MRL − FF", 0.02, -0.01, 0.05)
     assert row["verdict"] == UNMEASURED and "straddles" in row["reason"]
+    opposite = finding("d", "cheaper", "size / full size", 1.2, 1.1, 1.3, threshold=1.0,
+                       direction="below")  # fmt: skip
+    assert opposite["verdict"] == FAILS
+    assert "lies above 1" in opposite["reason"] and "show the opposite" in opposite["reason"]
     table = findings_table([unmeasured("b", "claim", "effect", "no FF model"), row])
     assert list(table.finding) == ["a", "b"] and table.verdict.iloc[1] == UNMEASURED
     assert table.reason.iloc[1] == "no FF model"

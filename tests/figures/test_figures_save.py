@@ -45,13 +45,28 @@ def test_only_the_ignored_pipe_message_is_filtered(caplog, tmp_path):
 )
 def test_png_export_in_a_fresh_process(tmp_path):
     # A fresh interpreter: the log filter is installed before kaleido has imported anything.
+    # The first export is a one-shot Chromium, the second goes through the one kept for the
+    # process; both give the same image size, without warnings, and the process exits.
     code = (
-        "import sys, plotly.graph_objects as go\n"
+        "import sys, warnings, kaleido, plotly.graph_objects as go\n"
         "from mrl_analysis.figures.save import save_figure\n"
-        "save_figure(go.Figure(go.Bar(x=[1], y=[2])), None, 'f', sys.argv[1], ['png'])\n"
+        "warnings.simplefilter('error')\n"
+        "fig = go.Figure(go.Bar(x=[1], y=[2]))\n"
+        "save_figure(fig, None, 'f', sys.argv[1], ['png'])\n"
+        "print(kaleido._global_server.is_running())\n"
+        "save_figure(fig, None, 'g', sys.argv[1], ['png'])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
-    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert run.stdout.split() == ["True"]
+    one_shot, kept = ((tmp_path / f"{n}.png").read_bytes() for n in "fg")
+    assert one_shot[:8] == kept[:8] == b"\x89PNG\r\n\x1a\n"
+    assert one_shot[16:24] == kept[16:24]  # IHDR width and height
 
 
 CHROMIUM = Path("/usr/bin/chromium")

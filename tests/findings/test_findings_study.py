@@ -109,7 +109,8 @@ def test_sentences_state_numbers_or_the_reason():
     lines = finding_lines(table).set_index("finding")["text"]
     assert lines["a"].startswith(f"(a) MRL ≥ FF: {HOLDS}") and "+0.02 [+0.01, +0.03]" in lines["a"]
     assert "why" not in lines["a"]
-    assert f": {FAILS}" in lines["b"] and "why: the interval" in lines["b"]
+    assert f": {FAILS}" in lines["b"] and "why: the whole interval" in lines["b"]
+    assert "show the opposite" in lines["b"]
     assert f": {UNMEASURED}" in lines["c"] and "straddles" in lines["c"]
     assert lines["d"].endswith("no FF model here.")
     assert verdict_counts(table) == "1 of 4 findings hold, 1 do not, 2 cannot be measured here"

@@ -13,9 +13,10 @@ import pytest
 import torch
 from conftest import ROOT, TINY_TRAIN, needs_fashion_mnist
 
+from mrl_analysis.core import parallel
 from mrl_analysis.data.registry import get_dataset
 from mrl_analysis.models.checkpoints import load_checkpoint, load_model
-from mrl_analysis.models.training import TrainConfig, config_differences, train
+from mrl_analysis.models.training import TrainConfig, config_differences, train, train_many
 
 pytestmark = [needs_fashion_mnist, pytest.mark.integration]
 
@@ -143,3 +144,34 @@ def test_another_spelling_of_the_data_folder_is_the_same_config(tmp_path):
     assert config_differences({"data_root": None, "epochs": 1}, requested) == {
         "data_root": (None, str(data))
     }
+
+
+def test_models_trained_side_by_side_match_those_trained_one_after_the_other(tmp_path, capsys):
+    small = {
+        **TINY_TRAIN,
+        "arch": "shufflenet_v2_x0_5",
+        "channels_last": True,
+        "max_train_samples": 1024,
+        "max_eval_samples": 256,
+    }
+    configs = {"mrl": {**small, "kind": "mrl"}, "ff-8": {**small, "kind": "ff", "ff_dim": 8}}
+    together = train_many(configs, tmp_path / "together", jobs=2)
+    shown = capsys.readouterr()
+    assert (shown.out + shown.err).count(": trained in") == 2  # a line per model
+    # With the threads each worker had: other thread counts sum in other orders, and after
+    # a few steps the weights differ visibly.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, parallel.cores() // 2))
+    try:
+        alone = train_many(configs, tmp_path / "alone", jobs=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for name in configs:
+        a, b = load_checkpoint(together[name]), load_checkpoint(alone[name])
+        assert a["meta"]["train_config"] == b["meta"]["train_config"]
+        for key, tensor in a["state_dict"].items():
+            assert torch.equal(tensor, b["state_dict"][key]), key
+    # Finished models are skipped in this process, without starting workers.
+    start = time.perf_counter()
+    assert train_many(configs, tmp_path / "together", jobs=2) == together
+    assert time.perf_counter() - start < 5
