@@ -10,9 +10,12 @@ trained, cached and run already, only checks that and takes seconds.
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 from mrl_analysis.app.batch import did_you_mean
 from mrl_analysis.app.studies import Study, load_study
@@ -136,4 +139,16 @@ def run_study(
     )
     for folder in sorted({str(Path(f)) for f in summary["figures_dir"]}):
         print(f"  {folder}")
+    _print_findings(tag, summary)
     return 1 if (summary["status"] != "ok").any() else 0
+
+
+def _print_findings(tag: str, summary: pd.DataFrame) -> None:
+    """End with the paper's findings on these models: the table notebook 07 saved."""
+    from mrl_analysis.findings.headlines import findings_text
+
+    ok = summary[summary["status"] == "ok"]
+    for path in (Path(folder) / "findings.csv" for folder in ok["figures_dir"]):
+        if path.is_file():
+            print(f"[{tag}] the paper's findings on these models ({path}):")
+            print(textwrap.indent(findings_text(pd.read_csv(path)), "  "))

@@ -50,3 +50,19 @@ def verdict_counts(table: pd.DataFrame) -> str:
         f"{holds} of {len(table)} findings hold, {fails} do not, "
         f"{unmeasured} cannot be measured here"
     )
+
+
+def findings_text(table: pd.DataFrame) -> str:
+    """The findings table as a few lines of plain text (what ``mrl-analysis demo`` ends with):
+    the verdict counts, then per finding its verdict, effect with interval, and claim."""
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"not a findings table: columns {missing} are missing")
+    lines = [verdict_counts(table)]
+    for row in table.itertuples(index=False):
+        if math.isnan(row.value):
+            numbers = "-"
+        else:
+            numbers = f"{_number(row.value)} [{_number(row.ci_low)}, {_number(row.ci_high)}]"
+        lines.append(f"({row.finding}) {row.verdict:<23}  {numbers:<28}  {row.claim}")
+    return "\n".join(lines)

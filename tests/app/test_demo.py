@@ -274,3 +274,35 @@ def test_a_broken_profile_file_is_one_line(stubbed, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:3:1: invalid YAML" in err and len(err.strip().splitlines()) == 1
     assert stubbed["train"] == []
+
+
+def test_the_demo_ends_with_the_findings_table(tmp_path, stubbed, monkeypatch, capsys):
+    import mrl_analysis.app.runner as runner
+    from mrl_analysis.core.findings import finding, findings_table, unmeasured
+
+    rows = [
+        finding("a", "MRL ≥ FF at small sizes (linear)", "MRL − FF", 0.02, 0.01, 0.03),
+        finding("b", "MRL 1-NN above baselines", "MRL − SVD", -0.05, -0.07, -0.03),
+        unmeasured("g", "few-shot saturates earlier", "log2 steps", "no few-shot run"),
+    ]
+    folder = tmp_path / "findings"
+    folder.mkdir()
+    findings_table(rows).to_csv(folder / "findings.csv", index=False)
+    other = tmp_path / "other"  # a notebook without a findings table
+    other.mkdir()
+    monkeypatch.setattr(
+        runner,
+        "run_batch",
+        lambda batch, force=False, jobs=None: pd.DataFrame(
+            {"status": ["ok", "ok"], "figures_dir": [str(other), str(folder)], "reused": [True] * 2}
+        ),
+    )
+    assert demo.run_study("demo", models=["MRL"]) == 0
+    out = capsys.readouterr().out.rstrip().splitlines()
+    start = next(i for i, line in enumerate(out) if "the paper's findings" in line)
+    assert str(folder / "findings.csv") in out[start]
+    assert out[start + 1].strip() == "1 of 3 findings hold, 1 do not, 1 cannot be measured here"
+    assert out[start + 2].split()[:2] == ["(a)", "holds"]
+    assert "+0.02 [+0.01, +0.03]" in out[start + 2]
+    assert "does not hold" in out[start + 3] and "-0.05 [-0.07, -0.03]" in out[start + 3]
+    assert out[-1].split()[:5] == ["(g)", "cannot", "be", "measured", "here"]  # the last line
