@@ -24,7 +24,7 @@ from mrl_analysis.figures import save
 
 kept, n, out = sys.argv[1] == "kept", int(sys.argv[2]), sys.argv[3]
 if not kept:  # every export a one-shot, as before save_figure kept a Chromium
-    save._keep_browser = lambda: None
+    save._browser_dropped = True
 sizes = 2 ** np.arange(10)
 fig = go.Figure(
     [

@@ -10,9 +10,12 @@ folder can be opened, copied or archived as it is.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import os
-import warnings
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -88,18 +91,72 @@ def _prepare_static_export() -> None:
                 break
 
 
-def _keep_browser() -> None:
-    """Once a static export has succeeded, keep one Chromium for this process's later ones.
+#: Seconds a kept Chromium may take to start, and to render one image, before it is dropped.
+OPEN_TIMEOUT = 60.0
+RENDER_TIMEOUT = 60.0
 
-    kaleido starts a Chromium for every image unless its sync server runs: ~2.5 s of each
-    ~2.8 s PNG (benchmarks/bench_figures.py). The first export stays a one-shot because a
-    server whose Chromium fails to start leaves every call waiting forever, while a one-shot
-    raises; once one has succeeded the server's start is safe. It starts in the background,
-    is a no-op when running already, and kaleido closes it at exit.
+
+class _KeptBrowser:
+    """One Chromium kept for this process's static exports: kaleido's async API on an event
+    loop of its own (a daemon thread), so that it also works inside a kernel's running loop.
+
+    kaleido starts a Chromium for every ``write_image``: ~2.5 s of each ~2.8 s PNG
+    (benchmarks/bench_figures.py). kaleido's own sync server keeps one, but a render that
+    never returns (seen once in ~40 demo notebooks) leaves its caller waiting forever; here
+    every start and render has a deadline, after which this browser is dropped for good and
+    the export falls back to the one-shot path. Closed at exit.
     """
-    import kaleido
 
-    kaleido.start_sync_server(silence_warnings=True)
+    def __init__(self) -> None:
+        import kaleido
+
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="kept-chromium", daemon=True).start()
+        self._kaleido = kaleido.Kaleido()
+        # Started in the background: the notebook goes on while Chromium comes up.
+        self._opened = asyncio.run_coroutine_threadsafe(self._kaleido.open(), self._loop)
+        atexit.register(self.close)
+
+    def render(self, fig: go.Figure, fmt: str, scale: float) -> bytes:
+        """The image's bytes, as plotly's ``write_image`` would write them."""
+        import plotly.io as pio
+
+        self._opened.result(OPEN_TIMEOUT)
+        layout = fig.layout
+        opts = {
+            "format": fmt,
+            "width": layout.width or layout.template.layout.width or pio.defaults.default_width,
+            "height": layout.height or layout.template.layout.height or pio.defaults.default_height,
+            "scale": scale,
+        }
+        call = self._kaleido.calc_fig(fig.to_dict(), opts=opts)
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result(RENDER_TIMEOUT)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._kaleido.close(), self._loop).result(10)
+
+
+_browser: _KeptBrowser | None = None
+_browser_dropped = False
+
+
+def _write_static(fig: go.Figure, tmp: Path, fmt: str, scale: float) -> None:
+    """Export through the kept Chromium when there is one; else (and when it fails or runs
+    past its deadline, dropping it) one-shot, keeping a Chromium after the first success."""
+    global _browser, _browser_dropped
+    if _browser is not None:
+        try:
+            tmp.write_bytes(_browser.render(fig, fmt, scale))
+            return
+        except Exception as err:  # a timeout, a dead Chromium: one-shot from now on
+            logging.getLogger(__name__).warning("kept Chromium dropped (%r); one-shot exports", err)
+            _browser, _browser_dropped = None, True
+    # The first export of a process is a one-shot: if Chromium cannot start it raises,
+    # where a kept one would only time out later.
+    fig.write_image(tmp, format=fmt, scale=scale)
+    if _browser is None and not _browser_dropped:
+        _browser = _KeptBrowser()
 
 
 def save_figure(
@@ -132,11 +189,7 @@ def save_figure(
             fig.write_html(tmp, include_plotlyjs=bundle.name, include_mathjax=False)
         elif fmt in STATIC_FORMATS:
             _prepare_static_export()
-            with warnings.catch_warnings():
-                # plotly passes its request headers, which only a one-shot export uses.
-                warnings.filterwarnings("ignore", "The kopts argument is ignored", UserWarning)
-                fig.write_image(tmp, format=fmt, scale=scale)
-            _keep_browser()
+            _write_static(fig, tmp, fmt, scale)
         else:
             raise ValueError(f"unknown figure format {fmt!r}: use html, png, svg or pdf")
         os.replace(tmp, path)

@@ -45,16 +45,17 @@ def test_only_the_ignored_pipe_message_is_filtered(caplog, tmp_path):
 )
 def test_png_export_in_a_fresh_process(tmp_path):
     # A fresh interpreter: the log filter is installed before kaleido has imported anything.
-    # The first export is a one-shot Chromium, the second goes through the one kept for the
-    # process; both give the same image size, without warnings, and the process exits.
+    # The first export is a one-shot Chromium, the later ones go through the one kept for the
+    # process; all give the same image size, without warnings, and the process exits.
     code = (
-        "import sys, warnings, kaleido, plotly.graph_objects as go\n"
-        "from mrl_analysis.figures.save import save_figure\n"
+        "import sys, warnings, plotly.graph_objects as go\n"
+        "from mrl_analysis.figures import save\n"
         "warnings.simplefilter('error')\n"
         "fig = go.Figure(go.Bar(x=[1], y=[2]))\n"
-        "save_figure(fig, None, 'f', sys.argv[1], ['png'])\n"
-        "print(kaleido._global_server.is_running())\n"
-        "save_figure(fig, None, 'g', sys.argv[1], ['png'])\n"
+        "save.save_figure(fig, None, 'f', sys.argv[1], ['png'])\n"
+        "print(save._browser is not None)\n"
+        "save.save_figure(fig, None, 'g', sys.argv[1], ['png'])\n"
+        "print(save._browser is not None)\n"
     )
     run = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
@@ -63,10 +64,37 @@ def test_png_export_in_a_fresh_process(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert run.stdout.split() == ["True"]
+    assert run.stdout.split() == ["True", "True"]
     one_shot, kept = ((tmp_path / f"{n}.png").read_bytes() for n in "fg")
     assert one_shot[:8] == kept[:8] == b"\x89PNG\r\n\x1a\n"
     assert one_shot[16:24] == kept[16:24]  # IHDR width and height
+
+
+@pytest.mark.skipif(
+    not any(Path(p).exists() for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")),
+    reason="PNG export needs a Chromium (apt-get install -y chromium)",
+)
+def test_a_kept_chromium_past_its_deadline_is_dropped_and_the_export_still_happens(tmp_path):
+    code = (
+        "import sys, plotly.graph_objects as go\n"
+        "from mrl_analysis.figures import save\n"
+        "save.RENDER_TIMEOUT = 1e-4  # no render is that fast: the kept browser times out\n"
+        "fig = go.Figure(go.Bar(x=[1], y=[2]))\n"
+        "for name in 'fgh':\n"
+        "    save.save_figure(fig, None, name, sys.argv[1], ['png'])\n"
+        "print(save._browser is None, save._browser_dropped)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        check=True,
+        timeout=90,
+        capture_output=True,
+        text=True,
+    )
+    assert run.stdout.split() == ["True", "True"]
+    assert run.stderr.count("kept Chromium dropped") == 1  # said once, then one-shot
+    for name in "fgh":
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 CHROMIUM = Path("/usr/bin/chromium")
