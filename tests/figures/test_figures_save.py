@@ -39,30 +39,40 @@ def test_only_the_ignored_pipe_message_is_filtered(caplog, tmp_path):
     assert [r.getMessage() for r in caplog.records] == ["Chromium exited"]
 
 
-@pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not any(Path(p).exists() for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")),
     reason="PNG export needs a Chromium (apt-get install -y chromium)",
 )
+
+
+def _fresh_process(code: str, out: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter, after imports and a figure ``fig``, with ``out`` as
+    its argument; it must succeed."""
+    preamble = (
+        "import sys, warnings, plotly.graph_objects as go\n"
+        "from mrl_analysis.figures import save\n"
+        "fig = go.Figure(go.Bar(x=[1], y=[2]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", preamble + code, str(out)],
+        check=True,
+        timeout=90,
+        capture_output=True,
+        text=True,
+    )
+
+
+@needs_chromium
 def test_png_export_in_a_fresh_process(tmp_path):
     # A fresh interpreter: the log filter is installed before kaleido has imported anything.
     # The first export is a one-shot Chromium, the later ones go through the one kept for the
     # process; all give the same image size, without warnings, and the process exits.
-    code = (
-        "import sys, warnings, plotly.graph_objects as go\n"
-        "from mrl_analysis.figures import save\n"
+    run = _fresh_process(
         "warnings.simplefilter('error')\n"
-        "fig = go.Figure(go.Bar(x=[1], y=[2]))\n"
-        "save.save_figure(fig, None, 'f', sys.argv[1], ['png'])\n"
-        "print(save._browser is not None)\n"
-        "save.save_figure(fig, None, 'g', sys.argv[1], ['png'])\n"
-        "print(save._browser is not None)\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        check=True,
-        timeout=60,
-        capture_output=True,
-        text=True,
+        "for name in 'fg':\n"
+        "    save.save_figure(fig, None, name, sys.argv[1], ['png'])\n"
+        "    print(save._browser is not None)\n",
+        tmp_path,
     )
     assert run.stdout.split() == ["True", "True"]
     one_shot, kept = ((tmp_path / f"{n}.png").read_bytes() for n in "fg")
@@ -70,26 +80,14 @@ def test_png_export_in_a_fresh_process(tmp_path):
     assert one_shot[16:24] == kept[16:24]  # IHDR width and height
 
 
-@pytest.mark.skipif(
-    not any(Path(p).exists() for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser")),
-    reason="PNG export needs a Chromium (apt-get install -y chromium)",
-)
+@needs_chromium
 def test_a_kept_chromium_past_its_deadline_is_dropped_and_the_export_still_happens(tmp_path):
-    code = (
-        "import sys, plotly.graph_objects as go\n"
-        "from mrl_analysis.figures import save\n"
+    run = _fresh_process(
         "save.RENDER_TIMEOUT = 1e-4  # no render is that fast: the kept browser times out\n"
-        "fig = go.Figure(go.Bar(x=[1], y=[2]))\n"
         "for name in 'fgh':\n"
         "    save.save_figure(fig, None, name, sys.argv[1], ['png'])\n"
-        "print(save._browser is None, save._browser_dropped)\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        check=True,
-        timeout=90,
-        capture_output=True,
-        text=True,
+        "print(save._browser is None, save._browser_dropped)\n",
+        tmp_path,
     )
     assert run.stdout.split() == ["True", "True"]
     assert run.stderr.count("kept Chromium dropped") == 1  # said once, then one-shot
