@@ -8,7 +8,7 @@ here, once natively and once with AVX2 emulated (ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2, in a subprocess), and the larger (slower) of the two estimates is
 used. Every timing also prints how busy the other processes kept the CPU meanwhile.
 
-Sections (all by default; pick with --only):
+Sections (steps, data, compile and recipes by default; demo and parallel with --only):
 
   steps    training-step time (forward, backward, SGD) of each backbone candidate at the
            demo's input (28 px gray, batch 256) and the Tiny-ImageNet study's (64 px RGB,
