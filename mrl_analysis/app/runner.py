@@ -86,7 +86,6 @@ from mrl_analysis.app.batch import (
 )
 from mrl_analysis.app.files import check_inside, shown
 from mrl_analysis.core import parallel
-from mrl_analysis.core.parallel import worker_pool
 from mrl_analysis.core.progress import PROGRESS_ENV, progress_write
 from mrl_analysis.core.progress import progress as progress_bar
 
@@ -692,7 +691,7 @@ def run_batch(
         else:
             # Worker processes, not threads: each sets its kernel's environment (figure
             # folder, threads) in os.environ, which papermill hands to the kernel it starts.
-            with worker_pool(jobs) as pool:
+            with parallel.worker_pool(jobs) as pool:
                 running = {
                     pool.submit(
                         _run_entry, entries[i], parameters[entries[i].name], spec, kernel

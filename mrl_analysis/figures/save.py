@@ -118,18 +118,10 @@ class _KeptBrowser:
         atexit.register(self.close)
 
     def render(self, fig: go.Figure, fmt: str, scale: float) -> bytes:
-        """The image's bytes, as plotly's ``write_image`` would write them."""
-        import plotly.io as pio
-
+        """The image's bytes, as plotly's ``write_image`` would write them (kaleido takes the
+        size from the figure's layout, its template, else 700 x 500, as plotly does)."""
         self._opened.result(OPEN_TIMEOUT)
-        layout = fig.layout
-        opts = {
-            "format": fmt,
-            "width": layout.width or layout.template.layout.width or pio.defaults.default_width,
-            "height": layout.height or layout.template.layout.height or pio.defaults.default_height,
-            "scale": scale,
-        }
-        call = self._kaleido.calc_fig(fig.to_dict(), opts=opts)
+        call = self._kaleido.calc_fig(fig.to_dict(), opts={"format": fmt, "scale": scale})
         return asyncio.run_coroutine_threadsafe(call, self._loop).result(RENDER_TIMEOUT)
 
     def close(self) -> None:

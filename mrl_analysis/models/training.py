@@ -538,7 +538,7 @@ def _train(
             f"{world} processes: use a multiple of {world}"
         )
     local_batch = cfg.batch_size // world
-    if state is not None and int(state["train_state"]["epoch"]) >= cfg.epochs:
+    if _done(state, cfg):
         return output
     show = progress and dist.is_main()
 
@@ -721,7 +721,11 @@ def config_differences(saved: dict, requested: dict) -> dict[str, tuple]:
 
 def _finished(cfg: TrainConfig, output: Path) -> bool:
     """Whether ``output`` holds a finished run of ``cfg`` (a mismatch raises, as ``train``)."""
-    state = _resume_state(output, cfg, resume=True)
+    return _done(_resume_state(output, cfg, resume=True), cfg)
+
+
+def _done(state: dict | None, cfg: TrainConfig) -> bool:
+    """Whether a saved training ``state`` has run all of ``cfg``'s epochs."""
     return state is not None and int(state["train_state"]["epoch"]) >= cfg.epochs
 
 
